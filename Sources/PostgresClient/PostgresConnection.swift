@@ -1,0 +1,308 @@
+import CLibPQ
+import Foundation
+import ConnectionKit
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A notification received on a LISTEN channel.
+public struct PostgresNotification: Sendable, Equatable {
+    public var channel: String
+    public var payload: String
+    public var backendPID: Int32
+}
+
+/// One libpq connection, confined to its own thread.
+///
+/// The actor's executor is a `DedicatedThread`, so every libpq call (each of which blocks for a
+/// network round trip) runs there and never on Swift's cooperative pool. The actor admits one call
+/// at a time, and the isolated methods never suspend, so a statement is never interleaved with
+/// another on the same connection.
+///
+/// Statements sent with parameters are prepared once per connection and then executed by name.
+/// Results are requested in binary format.
+public actor PostgresConnection: PooledConnection {
+    private let thread: DedicatedThread
+    private var handle: OpaquePointer?
+    private let broken = Atomic<Bool>(false)
+    private let logger: Logger
+    private var preparedStatements: [StatementKey: String] = [:]
+    private static let maxPreparedStatements = 256
+
+    private struct StatementKey: Hashable {
+        var sql: String
+        var types: [UInt32]
+    }
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor }
+
+    /// True once the connection has failed at the transport level; it must then be closed.
+    public nonisolated var isBroken: Bool { broken.load(ordering: .relaxed) }
+
+    private init(thread: DedicatedThread, logger: Logger) {
+        self.thread = thread
+        self.logger = logger
+    }
+
+    /// Opens a connection. The password is never logged.
+    public static func connect(_ configuration: PostgresConfiguration, logger: Logger) async throws -> PostgresConnection {
+        let connection = PostgresConnection(thread: DedicatedThread(), logger: logger)
+        do {
+            try await connection.open(configuration)
+        } catch {
+            await connection.close()
+            throw error
+        }
+        return connection
+    }
+
+    private func open(_ configuration: PostgresConfiguration) throws {
+        let pairs = configuration.keywordValues
+        let keywords = pairs.map { strdup($0.0) }
+        let values = pairs.map { strdup($0.1) }
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        let conn = (keywords.map { UnsafePointer($0) } + [nil]).withUnsafeBufferPointer { keywordPointer in
+            (values.map { UnsafePointer($0) } + [nil]).withUnsafeBufferPointer { valuePointer in
+                PQconnectdbParams(keywordPointer.baseAddress, valuePointer.baseAddress, 1)
+            }
+        }
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            PQfinish(conn)
+            broken.store(true, ordering: .relaxed)
+            throw PostgresError(kind: .connection, message: Self.trim(message))
+        }
+        handle = conn
+    }
+
+    /// Closes the connection and stops its thread.
+    public nonisolated func close() async {
+        await finish()
+        await thread.shutdown()
+    }
+
+    private func finish() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+        broken.store(true, ordering: .relaxed)
+    }
+
+    // MARK: Statements
+
+    /// Runs one parameterized statement and returns its rows (empty for commands).
+    @discardableResult
+    public func query(_ query: PostgresQuery) throws -> PostgresRows {
+        let conn = try liveHandle()
+        let key = StatementKey(sql: query.sql, types: query.binds.map(\.type.rawValue))
+        var name = preparedStatements[key]
+        if name == nil, preparedStatements.count < Self.maxPreparedStatements {
+            let newName = "wa_\(preparedStatements.count)"
+            let result = key.types.withUnsafeBufferPointer { types in
+                PQprepare(conn, newName, query.sql, Int32(types.count), types.baseAddress)
+            }
+            try consume(result, conn)
+            preparedStatements[key] = newName
+            name = newName
+        }
+        let result = withParameters(query.binds) { count, values, lengths, formats in
+            if let name {
+                return PQexecPrepared(conn, name, count, values, lengths, formats, 1)
+            }
+            return key.types.withUnsafeBufferPointer { types in
+                PQexecParams(conn, query.sql, count, types.baseAddress, values, lengths, formats, 1)
+            }
+        }
+        return try consume(result, conn)
+    }
+
+    /// Runs one or more statements without parameters (the simple query protocol), for DDL and
+    /// migrations. Never build `sql` from input: use `query(_:)` for anything with values in it.
+    public func execute(_ sql: String) throws {
+        let conn = try liveHandle()
+        try consume(PQexec(conn, sql), conn)
+    }
+
+    /// Runs `body` in a transaction: committed if it returns, rolled back if it throws.
+    public nonisolated func withTransaction<T: Sendable>(
+        _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        try await execute("BEGIN")
+        let value: T
+        do {
+            value = try await body(self)
+        } catch {
+            if !isBroken { try? await execute("ROLLBACK") }
+            throw error
+        }
+        try await execute("COMMIT")
+        return value
+    }
+
+    // MARK: LISTEN / NOTIFY
+
+    /// Subscribes this connection to `channel`. Channel names are identifiers, so they are checked
+    /// against a strict pattern rather than bound as parameters.
+    public func listen(_ channel: String) throws {
+        guard Self.isPlainIdentifier(channel) else {
+            throw PostgresError(kind: .server, message: "invalid channel name \(channel)")
+        }
+        try execute("LISTEN \(channel)")
+    }
+
+    /// Blocks this connection's thread until a notification arrives, `wakeFD` becomes readable,
+    /// or `timeoutMilliseconds` pass; returns the notifications received (possibly none).
+    ///
+    /// It sleeps in `poll(2)` on the connection's socket: no busy polling.
+    func waitForNotifications(wakeFD: Int32, timeoutMilliseconds: Int32) throws -> [PostgresNotification] {
+        let conn = try liveHandle()
+        var received = try drainNotifications(conn)
+        if !received.isEmpty { return received }
+        var fds = [
+            pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
+        let ready = poll(&fds, 2, timeoutMilliseconds)
+        if ready < 0 && errno != EINTR {
+            throw PostgresError(kind: .connection, message: "poll failed: errno \(errno)")
+        }
+        if fds[0].revents != 0 {
+            received = try drainNotifications(conn)
+        }
+        return received
+    }
+
+    private func drainNotifications(_ conn: OpaquePointer) throws -> [PostgresNotification] {
+        guard PQconsumeInput(conn) == 1 else {
+            broken.store(true, ordering: .relaxed)
+            throw PostgresError(kind: .connection, message: Self.trim(String(cString: PQerrorMessage(conn))))
+        }
+        var received: [PostgresNotification] = []
+        while let notify = PQnotifies(conn) {
+            received.append(PostgresNotification(
+                channel: String(cString: notify.pointee.relname),
+                payload: String(cString: notify.pointee.extra),
+                backendPID: notify.pointee.be_pid
+            ))
+            PQfreemem(notify)
+        }
+        return received
+    }
+
+    // MARK: libpq plumbing
+
+    private func liveHandle() throws -> OpaquePointer {
+        guard let handle, !isBroken else {
+            throw PostgresError(kind: .connection, message: "connection is closed")
+        }
+        return handle
+    }
+
+    /// Lays the parameters out in one buffer and passes libpq pointers into it.
+    private func withParameters<R>(
+        _ binds: [PostgresBind],
+        _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> R
+    ) -> R {
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(binds.reduce(1) { $0 + ($1.bytes?.count ?? 0) + 1 })
+        var offsets: [Int] = []
+        var lengths: [Int32] = []
+        for bind in binds {
+            offsets.append(buffer.count)
+            lengths.append(Int32(bind.bytes?.count ?? 0))
+            if let bytes = bind.bytes {
+                buffer.append(contentsOf: bytes)
+                // libpq reads text-format values as C strings and ignores their length.
+                if bind.format == 0 { buffer.append(0) }
+            }
+        }
+        if buffer.isEmpty { buffer.append(0) }  // a valid base address for empty values
+        let formats = binds.map(\.format)
+        return buffer.withUnsafeBytes { raw in
+            let base = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let values: [UnsafePointer<CChar>?] = binds.indices.map { binds[$0].bytes == nil ? nil : base + offsets[$0] }
+            return values.withUnsafeBufferPointer { valuePointer in
+                lengths.withUnsafeBufferPointer { lengthPointer in
+                    formats.withUnsafeBufferPointer { formatPointer in
+                        body(Int32(binds.count), valuePointer.baseAddress, lengthPointer.baseAddress, formatPointer.baseAddress)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks a result, copies its rows out and frees it.
+    @discardableResult
+    private func consume(_ result: OpaquePointer?, _ conn: OpaquePointer) throws -> PostgresRows {
+        guard let result else {
+            throw connectionError(conn)
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY, PGRES_SINGLE_TUPLE:
+            return Self.copyRows(result)
+        default:
+            if PQstatus(conn) != CONNECTION_OK { throw connectionError(conn) }
+            func field(_ code: Character) -> String? {
+                PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
+            }
+            throw PostgresError(
+                kind: .server,
+                sqlState: field("C"),
+                message: field("M") ?? Self.trim(String(cString: PQresultErrorMessage(result))),
+                detail: field("D"),
+                hint: field("H")
+            )
+        }
+    }
+
+    private func connectionError(_ conn: OpaquePointer) -> PostgresError {
+        broken.store(true, ordering: .relaxed)
+        let message = Self.trim(String(cString: PQerrorMessage(conn)))
+        logger.warning("postgres connection broken", metadata: ["error": "\(message)"])
+        return PostgresError(kind: .connection, message: message.isEmpty ? "connection lost" : message)
+    }
+
+    private static func copyRows(_ result: OpaquePointer) -> PostgresRows {
+        let rowCount = Int(PQntuples(result))
+        let columnCount = Int(PQnfields(result))
+        let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
+        let types = (0..<columnCount).map { PostgresType(rawValue: PQftype(result, Int32($0))) }
+        var storage: [UInt8] = []
+        var cells: [(Int, Int)] = []
+        cells.reserveCapacity(rowCount * columnCount)
+        for row in 0..<Int32(rowCount) {
+            for column in 0..<Int32(columnCount) {
+                if PQgetisnull(result, row, column) == 1 {
+                    cells.append((0, -1))
+                    continue
+                }
+                let length = Int(PQgetlength(result, row, column))
+                cells.append((storage.count, length))
+                if let value = PQgetvalue(result, row, column), length > 0 {
+                    value.withMemoryRebound(to: UInt8.self, capacity: length) {
+                        storage.append(contentsOf: UnsafeBufferPointer(start: $0, count: length))
+                    }
+                }
+            }
+        }
+        let tuples = String(cString: PQcmdTuples(result))
+        return PostgresRows(columns: columns, types: types, storage: storage, cells: cells, affectedRows: Int(tuples))
+    }
+
+    static func trim(_ message: String) -> String {
+        message.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func isPlainIdentifier(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, text.count <= 63 else { return false }
+        let letters = "abcdefghijklmnopqrstuvwxyz_"
+        return letters.unicodeScalars.contains(first)
+            && text.unicodeScalars.allSatisfy { letters.unicodeScalars.contains($0) || ("0"..."9").contains(Character($0)) }
+    }
+}

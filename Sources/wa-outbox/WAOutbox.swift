@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct WAOutbox: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wa-outbox",
+        abstract: "The asynchronous dispatch tier of the WhatsApp gateway.",
+        subcommands: [Migrate.self]
+    )
+}

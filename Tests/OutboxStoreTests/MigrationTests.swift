@@ -1,0 +1,72 @@
+import Foundation
+import OutboxStore
+import PostgresClient
+import Testing
+import TestSupport
+
+@Suite("Migrations against a real server")
+struct MigrationTests {
+    func database(_ url: String) -> PostgresDatabase {
+        PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 2, logger: TestEnvironment.logger)
+    }
+
+    func shippedMigrations() throws -> [Migration] {
+        try Migration.load(directory: TestEnvironment.migrationsDirectory)
+    }
+
+    @Test func applyingTwiceIsANoOp() async throws {
+        let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
+        let migrator = Migrator(migrations: try shippedMigrations(), logger: TestEnvironment.logger)
+        let first = try await migrator.migrate(db)
+        #expect(first.count == migrator.migrations.count)
+        #expect(!first.isEmpty)
+        let second = try await migrator.migrate(db)
+        #expect(second.isEmpty)
+        let statuses = try await migrator.status(db)
+        #expect(statuses.allSatisfy { $0.state == .applied })
+        await db.close()
+    }
+
+    @Test func twoProcessesMigratingAtOnceLeaveOneConsistentResult() async throws {
+        let url = try await TestEnvironment.freshDatabase(prefix: "mig")
+        let executable = try TestEnvironment.executable()
+        let arguments = ["migrate", "--database-url", url, "--migrations", TestEnvironment.migrationsDirectory.path]
+        let processes = try (0..<2).map { _ in try Subprocess.launch(executable, arguments) }
+        var statuses: [Int32] = []
+        for process in processes { statuses.append(await Subprocess.terminationStatus(of: process)) }
+        #expect(statuses == [0, 0])
+        let db = database(url)
+        let rows = try await db.query("SELECT version, count(*) OVER () FROM wa_outbox.schema_migrations ORDER BY version")
+        #expect(try rows.map { try $0.decode(Int.self, at: 0) } == (try shippedMigrations()).map(\.version))
+        let migrator = Migrator(migrations: try shippedMigrations(), logger: TestEnvironment.logger)
+        #expect(try await migrator.status(db).allSatisfy { $0.state == .applied })
+        await db.close()
+    }
+
+    @Test func anEditedAppliedFileIsRefused() async throws {
+        let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
+        var migrations = try shippedMigrations()
+        try await Migrator(migrations: migrations, logger: TestEnvironment.logger).migrate(db)
+        migrations[0].sql += "\n-- an innocent-looking edit\n"
+        let edited = Migrator(migrations: migrations, logger: TestEnvironment.logger)
+        do {
+            try await edited.migrate(db)
+            Issue.record("an edited migration was accepted")
+        } catch let error as MigrationError {
+            #expect(error.description.contains("was edited after it was applied"))
+            #expect(error.description.contains(migrations[0].name))
+        }
+        #expect(try await edited.status(db).first?.state == .edited)
+        await db.close()
+    }
+
+    @Test func pendingFilesAreListed() async throws {
+        let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
+        var migrations = try shippedMigrations()
+        try await Migrator(migrations: migrations, logger: TestEnvironment.logger).migrate(db)
+        migrations.append(Migration(version: 9_999, name: "9999_later.sql", sql: "CREATE TABLE wa_outbox.later (id int);"))
+        let statuses = try await Migrator(migrations: migrations, logger: TestEnvironment.logger).status(db)
+        #expect(statuses.last == MigrationStatus(version: 9_999, name: "9999_later.sql", state: .pending, appliedAt: nil))
+        await db.close()
+    }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import ConnectionKit
+@testable import PostgresClient
+import Synchronization
+import Testing
+import TestSupport
+
+@Suite("PostgreSQL client against a real server")
+struct PostgresClientTests {
+    func connect() async throws -> PostgresConnection {
+        try await PostgresConnection.connect(PostgresConfiguration(try TestEnvironment.databaseURL()), logger: TestEnvironment.logger)
+    }
+
+    /// Sends `value` as a parameter, has the server cast it to `type` and send it back.
+    func roundTrip<T: PostgresCodable>(_ value: T, as type: String, on connection: PostgresConnection) async throws -> T {
+        let rows = try await connection.query(PostgresQuery("SELECT $1::\(type)", binds: [value.postgresBind]))
+        return try rows[0].decode(T.self, at: 0)
+    }
+
+    @Test func everySupportedTypeRoundTrips() async throws {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        let unicode = "héllo, мир, 你好, 👋🏽, ∑≠"
+        #expect(try await roundTrip(unicode, as: "text", on: connection) == unicode)
+        #expect(try await roundTrip(Int16.min, as: "int2", on: connection) == Int16.min)
+        #expect(try await roundTrip(Int32.max, as: "int4", on: connection) == Int32.max)
+        #expect(try await roundTrip(Int64.min, as: "int8", on: connection) == Int64.min)
+        #expect(try await roundTrip(true, as: "bool", on: connection) == true)
+        #expect(try await roundTrip(false, as: "bool", on: connection) == false)
+        #expect(try await roundTrip(-1.5e300, as: "float8", on: connection) == -1.5e300)
+        for numeric in ["0", "-0.000100", "12345678901234567890.123456789", "1e-5", "NaN", "10000", "-99999.5"] {
+            let expected = try await connection.query("SELECT (\(numeric)::text)::numeric::text")[0].decode(String.self, at: 0)
+            #expect(try await roundTrip(PostgresNumeric(numeric), as: "numeric", on: connection).text == expected)
+        }
+        let date = Date(timeIntervalSince1970: 1_795_000_000.123456)
+        let decodedDate = try await roundTrip(date, as: "timestamptz", on: connection)
+        #expect(abs(decodedDate.timeIntervalSince(date)) < 0.000_001)
+        let json = PostgresJSONB(#"{"a": [1, "ü", null], "b": {"c": true}}"#)
+        let decodedJSON = try await roundTrip(json, as: "jsonb", on: connection)
+        #expect(try decodedJSON.decode([String: AnyCodableValue].self) == json.decode([String: AnyCodableValue].self))
+        let bytes = PostgresBytes((0...255).map(UInt8.init))
+        #expect(try await roundTrip(bytes, as: "bytea", on: connection) == bytes)
+        let uuid = UUID()
+        #expect(try await roundTrip(uuid, as: "uuid", on: connection) == uuid)
+        #expect(try await roundTrip(["a", "", "ü,\"{}", "NULL"], as: "text[]", on: connection) == ["a", "", "ü,\"{}", "NULL"])
+        #expect(try await roundTrip([Int64.max, 0, -1], as: "int8[]", on: connection) == [Int64.max, 0, -1])
+        #expect(try await roundTrip([String](), as: "text[]", on: connection) == [])
+        let withNulls: [String?] = ["x", nil, "z"]
+        let rows = try await connection.query("SELECT \(withNulls)::text[]")
+        #expect(try rows[0].decode([String?].self, at: 0) == withNulls)
+    }
+
+    @Test func nullRoundTripsForEveryType() async throws {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        let rows = try await connection.query("""
+            SELECT \(String?.none), \(Int64?.none), \(Int32?.none), \(Int16?.none), \(Bool?.none), \(Double?.none),
+                   \(Date?.none), \(UUID?.none), \(PostgresBytes?.none), \(PostgresJSONB?.none), \(PostgresNumeric?.none)
+            """)
+        let row = rows[0]
+        #expect(try row.decode(String?.self, at: 0) == nil)
+        #expect(try row.decode(Int64?.self, at: 1) == nil)
+        #expect(try row.decode(Int32?.self, at: 2) == nil)
+        #expect(try row.decode(Int16?.self, at: 3) == nil)
+        #expect(try row.decode(Bool?.self, at: 4) == nil)
+        #expect(try row.decode(Double?.self, at: 5) == nil)
+        #expect(try row.decode(Date?.self, at: 6) == nil)
+        #expect(try row.decode(UUID?.self, at: 7) == nil)
+        #expect(try row.decode(PostgresBytes?.self, at: 8) == nil)
+        #expect(try row.decode(PostgresJSONB?.self, at: 9) == nil)
+        #expect(try row.decode(PostgresNumeric?.self, at: 10) == nil)
+        #expect(throws: PostgresError.self) { try row.decode(String.self, at: 0) }
+    }
+
+    @Test func oneMegabyteValuesRoundTrip() async throws {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        let text = String(repeating: "ü漢👋", count: 1_048_576 / 9 + 1)
+        #expect(try await roundTrip(text, as: "text", on: connection) == text)
+        var generator = SystemRandomNumberGenerator()
+        let bytes = PostgresBytes((0..<1_048_576).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        #expect(try await roundTrip(bytes, as: "bytea", on: connection) == bytes)
+    }
+
+    @Test func failingStatementInTransactionRollsBackAndConnectionStaysUsable() async throws {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        try await connection.execute("CREATE TEMP TABLE rollback_probe (id int PRIMARY KEY)")
+        await #expect(throws: PostgresError.self) {
+            try await connection.withTransaction { connection in
+                try await connection.query("INSERT INTO rollback_probe VALUES (1)")
+                try await connection.query("SELECT 1 / \(0)")
+            }
+        }
+        let count = try await connection.query("SELECT count(*) FROM rollback_probe")[0].decode(Int.self, at: 0)
+        #expect(count == 0)
+        #expect(try await connection.query("SELECT \(41) + 1")[0].decode(Int.self, at: 0) == 42)
+        #expect(connection.isBroken == false)
+    }
+
+    @Test func uniqueViolationReportsSQLState() async throws {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        try await connection.execute("CREATE TEMP TABLE unique_probe (id int PRIMARY KEY)")
+        try await connection.query("INSERT INTO unique_probe VALUES (\(7))")
+        do {
+            try await connection.query("INSERT INTO unique_probe VALUES (\(7))")
+            Issue.record("expected a unique violation")
+        } catch let error as PostgresError {
+            #expect(error.kind == .server)
+            #expect(error.sqlState == PostgresError.uniqueViolation)
+            #expect(error.message.contains("unique"))
+            #expect(error.detail?.contains("(id)=(7)") == true)
+        }
+    }
+
+    @Test func listenReceivesNotifyWithin100msWithoutBusyPolling() async throws {
+        let configuration = PostgresConfiguration(try TestEnvironment.databaseURL())
+        let listener = PostgresListener(configuration: configuration, channels: ["probe_channel"], idleCheck: .seconds(30), logger: TestEnvironment.logger)
+        var events = listener.events().makeAsyncIterator()
+        #expect(await events.next() == .subscribed)
+
+        // Idle for a second: the thread sleeps in poll(2) and returns at most once.
+        let before = listener.wakeups.load(ordering: .relaxed)
+        try await Task.sleep(for: .seconds(1))
+        #expect(listener.wakeups.load(ordering: .relaxed) - before <= 1)
+
+        let sender = try await connect()
+        defer { Task { await sender.close() } }
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await sender.query("SELECT pg_notify('probe_channel', \("hello"))")
+        let event = await events.next()
+        let elapsed = clock.now - start
+        guard case .notification(let notification) = event else {
+            Issue.record("expected a notification, got \(String(describing: event))")
+            return
+        }
+        #expect(notification.channel == "probe_channel")
+        #expect(notification.payload == "hello")
+        #expect(elapsed < .milliseconds(100))
+        listener.stop()
+    }
+
+    @Test func sixtyFourTasksShareAPoolOfFour() async throws {
+        let database = PostgresDatabase(configuration: PostgresConfiguration(try TestEnvironment.databaseURL()), maxConnections: 4, logger: TestEnvironment.logger)
+        let total = 10_000
+        let tasks = 64
+        let correct = try await withThrowingTaskGroup(of: Int.self) { group in
+            for task in 0..<tasks {
+                group.addTask {
+                    var correct = 0
+                    for index in stride(from: task, to: total, by: tasks) {
+                        let value = Int64(index)
+                        let rows = try await database.query("SELECT \(value) * 2, \(String(index))")
+                        if try rows[0].decode(Int64.self, at: 0) == value * 2, try rows[0].decode(String.self, at: 1) == String(index) {
+                            correct += 1
+                        }
+                    }
+                    return correct
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(correct == total)
+        #expect(await database.pool.openConnections <= 4)
+        await database.close()
+    }
+
+    @Test func serverRestartIsReportedAndTheNextCallSucceeds() async throws {
+        let server = try await PrivateServer.start(.postgres)
+        let database = PostgresDatabase(configuration: PostgresConfiguration(server.url), maxConnections: 2, logger: TestEnvironment.logger)
+        // Open both connections so both are stale after the restart.
+        async let a = database.query("SELECT pg_sleep(0.1)")
+        async let b = database.query("SELECT pg_sleep(0.1)")
+        _ = try await (a, b)
+        try await server.restart()
+        do {
+            try await database.query("SELECT 1")
+            Issue.record("expected the first call after a restart to fail")
+        } catch let error as PostgresError {
+            #expect(error.kind == .connection)
+        }
+        #expect(try await database.query("SELECT \(5)")[0].decode(Int.self, at: 0) == 5)
+        await database.close()
+        await server.destroy()
+    }
+}
+
+/// Any JSON value, for comparing JSON documents structurally.
+enum AnyCodableValue: Codable, Equatable {
+    case null, bool(Bool), number(Double), string(String), array([AnyCodableValue]), object([String: AnyCodableValue])
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([AnyCodableValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: AnyCodableValue].self)) }
+    }
+    func encode(to encoder: any Encoder) throws {}
+}

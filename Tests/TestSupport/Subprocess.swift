@@ -1,0 +1,47 @@
+import Foundation
+
+/// Runs a program to completion without blocking a thread of Swift's cooperative pool.
+///
+/// `Process.waitUntilExit()` blocks its thread; on a 2-core machine two such calls stall every
+/// test in the process. This waits on the termination handler instead.
+public enum Subprocess {
+    public struct Result: Sendable {
+        public var status: Int32
+        public var output: String
+    }
+
+    /// Output goes to a file, not a pipe: a daemon started by the program would keep an
+    /// inherited pipe open forever.
+    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) async throws -> Result {
+        let outputURL = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("subprocess-\(UUID().uuidString)")
+        FileManager.default.createFile(atPath: outputURL.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: outputURL) }
+        let output = try FileHandle(forWritingTo: outputURL)
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        process.standardOutput = output
+        try process.run()
+        let status = await terminationStatus(of: process)
+        try output.close()
+        return Result(status: status, output: String(decoding: try Data(contentsOf: outputURL), as: UTF8.self))
+    }
+
+    /// Starts a program and returns it running; `wait` it with `terminationStatus(of:)`.
+    public static func launch(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws -> Process {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// Waits for a launched process by polling, without blocking a thread.
+    public static func terminationStatus(of process: Process) async -> Int32 {
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        return process.terminationStatus
+    }
+}
