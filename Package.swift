@@ -19,6 +19,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // C libraries, found through pkg-config and installed from Debian.
@@ -45,16 +48,43 @@ let package = Package(
             dependencies: ["CHiredis", "ConnectionKit", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
+        // The domain: jobs, payloads, error codes and the retry policy. Pure Swift, no I/O.
+        .target(name: "OutboxCore", swiftSettings: swiftSettings),
         // The database side of the outbox: migrations, enqueue, claim, completion, events.
         .target(
             name: "OutboxStore",
-            dependencies: ["PostgresClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OutboxCore", "PostgresClient", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // The seam to WhatsApp: one protocol, one adapter per engine.
+        .target(
+            name: "Engines",
+            dependencies: [
+                "OutboxCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // A WhatsApp that keeps WhatsApp's rules: in-process, and over HTTP in wuzapi's dialect.
+        .target(
+            name: "Simulator",
+            dependencies: ["Engines", "OutboxCore", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: swiftSettings
+        ),
+        // The worker loop: claim, dispatch, complete, heartbeat, rescue, shutdown.
+        .target(
+            name: "Worker",
+            dependencies: ["OutboxCore", "OutboxStore", "Engines", "Simulator", "PostgresClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "wa-outbox",
             dependencies: [
-                "OutboxStore", "PostgresClient", "RedisClient",
+                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

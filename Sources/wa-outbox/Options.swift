@@ -2,6 +2,14 @@ import ArgumentParser
 import Foundation
 import Logging
 import PostgresClient
+import Simulator
+
+let environment = ProcessInfo.processInfo.environment
+
+/// `option ?? $WA_OUTBOX_NAME ?? fallback`: every setting has an environment variable.
+func setting<T: LosslessStringConvertible>(_ option: T?, _ variable: String, _ fallback: T) -> T {
+    option ?? environment[variable].flatMap(T.init) ?? fallback
+}
 
 /// Connection settings shared by every subcommand that talks to the database.
 struct DatabaseOptions: ParsableArguments {
@@ -9,15 +17,56 @@ struct DatabaseOptions: ParsableArguments {
     var databaseURL: String?
 
     func configuration() throws -> PostgresConfiguration {
-        guard let url = databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty else {
+        guard let url = databaseURL ?? environment["DATABASE_URL"], !url.isEmpty else {
             throw ValidationError("no database: pass --database-url or set DATABASE_URL (postgres://user:pass@host:port/db)")
         }
         return PostgresConfiguration(url)
+    }
+
+    func database(connections: Int, logger: Logger) throws -> PostgresDatabase {
+        PostgresDatabase(configuration: try configuration(), maxConnections: connections, logger: logger)
+    }
+}
+
+/// How the built-in simulator misbehaves (the `simulator` command, and `sim` sessions in a worker).
+struct SimulatorOptions: ParsableArguments {
+    @Option(name: .customLong("sim-latency-ms"), help: "Latency added to every operation (env: WA_OUTBOX_SIM_LATENCY_MS).")
+    var latencyMilliseconds: Int?
+    @Option(name: .customLong("sim-transient-rate"), help: "Share of operations failing transiently, 0...1 (env: WA_OUTBOX_SIM_TRANSIENT_RATE).")
+    var transientRate: Double?
+    @Option(name: .customLong("sim-ambiguous-rate"), help: "Share delivered but answered too late, 0...1 (env: WA_OUTBOX_SIM_AMBIGUOUS_RATE).")
+    var ambiguousRate: Double?
+    @Option(name: .customLong("sim-ambiguous-delay-ms"), help: "How late an ambiguous answer comes (env: WA_OUTBOX_SIM_AMBIGUOUS_DELAY_MS).")
+    var ambiguousDelayMilliseconds: Int?
+    @Option(name: .customLong("sim-rate-limit"), help: "Operations per second per session before 429 (env: WA_OUTBOX_SIM_RATE_LIMIT).")
+    var rateLimit: Int?
+
+    var configuration: SimulatorConfiguration {
+        var configuration = SimulatorConfiguration()
+        configuration.latency = .milliseconds(setting(latencyMilliseconds, "WA_OUTBOX_SIM_LATENCY_MS", 0))
+        configuration.transientFailureRate = setting(transientRate, "WA_OUTBOX_SIM_TRANSIENT_RATE", 0)
+        configuration.ambiguousTimeoutRate = setting(ambiguousRate, "WA_OUTBOX_SIM_AMBIGUOUS_RATE", 0)
+        configuration.ambiguousDelay = .milliseconds(setting(ambiguousDelayMilliseconds, "WA_OUTBOX_SIM_AMBIGUOUS_DELAY_MS", 3_000))
+        configuration.rateLimitPerSecond = rateLimit ?? environment["WA_OUTBOX_SIM_RATE_LIMIT"].flatMap(Int.init)
+        return configuration
     }
 }
 
 func makeLogger(_ label: String) -> Logger {
     var logger = Logger(label: label)
-    logger.logLevel = ProcessInfo.processInfo.environment["WA_OUTBOX_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+    logger.logLevel = environment["WA_OUTBOX_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
     return logger
+}
+
+/// Prints a value as one line of JSON.
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    if let data = try? encoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
+}
+
+/// The API's error body: `{"error": {"code": ..., "message": ...}}`.
+struct ErrorBody: Encodable {
+    struct Inner: Encodable { var code: String; var message: String }
+    var error: Inner
 }

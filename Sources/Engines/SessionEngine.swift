@@ -1,0 +1,29 @@
+import Foundation
+import OutboxCore
+
+/// What an engine answered for a successful operation.
+public struct EngineReceipt: Sendable, Equatable {
+    /// The message id WhatsApp knows the message by (for wuzapi and the simulator, the one we chose).
+    public var messageID: String
+    public var timestamp: Date
+
+    public init(messageID: String, timestamp: Date) {
+        self.messageID = messageID
+        self.timestamp = timestamp
+    }
+}
+
+/// A session's connection state, as its engine reports it.
+public enum EngineSessionStatus: String, Sendable, Codable {
+    case connected, connecting, disconnected, restricted
+}
+
+/// The seam between the worker and whatever talks to WhatsApp: one call per operation.
+///
+/// Conformances classify their failures as `DispatchFailure`, so the worker's retry policy is the
+/// same for every engine: not connected and rate limits defer, timeouts are ambiguous and retry
+/// with the same message id, restricted accounts and invalid recipients fail at once.
+public protocol SessionEngine: Sendable {
+    func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt
+    func status(session: String) async throws(DispatchFailure) -> EngineSessionStatus
+}

@@ -1,0 +1,48 @@
+/// The stable error codes of the gateway API, as they appear in `message.status` events, in
+/// `SendResult` errors, and in the SQL function's SQLSTATEs.
+public enum ErrorCode: String, Sendable, Codable, CaseIterable {
+    case validationError = "validation_error"
+    case notFound = "not_found"
+    case notImplemented = "not_implemented"
+    case rateLimited = "rate_limited"
+    case editWindowExpired = "edit_window_expired"
+    case revokeWindowExpired = "revoke_window_expired"
+    /// The number is not on WhatsApp, or the JID does not exist.
+    case invalidRecipient = "invalid_recipient"
+    /// WhatsApp answered 463: the account is restricted. Retrying makes it worse.
+    case accountRestricted = "account_restricted"
+    /// The session stayed disconnected until the job's deadline.
+    case sessionUnavailable = "session_unavailable"
+    /// No answer in time, on the last attempt.
+    case timeout
+    /// The engine failed in a way that is not classified further.
+    case engineError = "engine_error"
+    /// The worker holding the job died, on the last attempt.
+    case workerLost = "worker_lost"
+    case canceled
+
+    /// The SQLSTATE that `wa_outbox.enqueue` raises for this code, if any.
+    public static func fromSQLState(_ state: String?) -> ErrorCode? {
+        switch state {
+        case "WA400": .validationError
+        case "WA404": .notFound
+        case "WA501": .notImplemented
+        case "WA411": .editWindowExpired
+        case "WA412": .revokeWindowExpired
+        default: nil
+        }
+    }
+}
+
+/// An error with a stable code and a message a person can act on.
+public struct OutboxError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var code: ErrorCode
+    public var message: String
+
+    public init(_ code: ErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

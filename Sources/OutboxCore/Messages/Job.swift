@@ -1,0 +1,87 @@
+import Foundation
+
+public enum JobKind: String, Sendable, Codable, CaseIterable {
+    case send, edit, revoke
+}
+
+/// A job's lifecycle. `succeeded`, `failed` and `canceled` are final; `failed` is the dead letter.
+public enum JobState: String, Sendable, Codable, CaseIterable {
+    case queued, running, succeeded, failed, canceled
+
+    public var isFinal: Bool { self == .succeeded || self == .failed || self == .canceled }
+}
+
+/// The `status` of a `message.status` event.
+public enum EventStatus: String, Sendable, Codable, CaseIterable {
+    case queued
+    /// Final for a send: WhatsApp accepted it.
+    case sent
+    /// Final for an edit.
+    case edited
+    /// Final for a revoke.
+    case revoked
+    /// An attempt failed and the job will be retried; not final.
+    case retrying
+    /// Final: the job failed for good (the dead letter).
+    case failed
+    /// Final: an operator canceled the job.
+    case canceled
+
+    public static func success(for kind: JobKind) -> EventStatus {
+        switch kind {
+        case .send: .sent
+        case .edit: .edited
+        case .revoke: .revoked
+        }
+    }
+}
+
+/// A job as a worker holds it after claiming it.
+public struct ClaimedJob: Sendable {
+    public var id: Int64
+    public var org: String
+    public var sessionID: String
+    public var chat: String
+    public var kind: JobKind
+    public var waMessageID: String
+    /// The payload as stored; decoded at dispatch, so a bad row fails alone.
+    public var payload: String
+    /// This attempt's number, starting at 1: the fencing token with the worker id.
+    public var attempt: Int
+    public var maxAttempts: Int
+    public var deadline: Date
+
+    public init(id: Int64, org: String, sessionID: String, chat: String, kind: JobKind, waMessageID: String,
+                payload: String, attempt: Int, maxAttempts: Int, deadline: Date) {
+        self.id = id
+        self.org = org
+        self.sessionID = sessionID
+        self.chat = chat
+        self.kind = kind
+        self.waMessageID = waMessageID
+        self.payload = payload
+        self.attempt = attempt
+        self.maxAttempts = maxAttempts
+        self.deadline = deadline
+    }
+}
+
+/// The seed API's SendResult, as the enqueue call and `message.status` events carry it.
+public struct SendResult: Sendable, Codable, Equatable {
+    public var outboxId: String
+    public var waMessageId: String
+    public var status: String
+    public var mode: String
+    public var replayed: Bool
+    /// Unix seconds.
+    public var timestamp: Int64
+
+    public init(outboxId: String, waMessageId: String, status: String, mode: String = "async", replayed: Bool, timestamp: Int64) {
+        self.outboxId = outboxId
+        self.waMessageId = waMessageId
+        self.status = status
+        self.mode = mode
+        self.replayed = replayed
+        self.timestamp = timestamp
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import OutboxCore
+import PostgresClient
+
+/// The claim: one statement that takes up to `limit` jobs for a worker.
+///
+/// How it keeps its promises:
+/// - **Per-chat order, one at a time.** It picks lanes, not jobs: a lane is ready only when none of
+///   its jobs is running, and the job it takes is the lane's head, the queued job with the lowest
+///   (run_at, id). Claiming marks the lane busy until that job is finished or requeued.
+/// - **A hot chat costs nothing.** A lane is one row however long its backlog, and its head is one
+///   probe of `jobs_lane_queue`; no query walks a chat's backlog.
+/// - **Per-session cap across all workers.** Candidate sessions are locked with `FOR UPDATE SKIP
+///   LOCKED` and `in_flight < max_in_flight` is rechecked on the locked row, so two workers never
+///   overfill one session; a worker skips sessions another is claiming instead of waiting.
+/// - **No double claim.** Lanes and sessions are row-locked by the claim and updated in the same
+///   statement, so a job is handed to one worker at a time.
+/// A head that is not yet due (scheduled, or a stale ready time) is not taken; its lane's ready
+/// time is moved to the head's time.
+public enum ClaimQuery {
+    public static func claim(workerID: UUID, limit: Int, on connection: PostgresConnection) async throws -> [ClaimedJob] {
+        let rows = try await connection.query("""
+            WITH candidate_sessions AS (
+                SELECT DISTINCT session_id FROM (
+                    SELECT session_id FROM wa_outbox.lanes
+                    WHERE ready_at <= now()
+                    ORDER BY ready_at
+                    LIMIT \(limit * 4)
+                ) ready
+            ),
+            sessions AS (
+                SELECT s.id, s.max_in_flight - s.in_flight AS free
+                FROM wa_outbox.sessions s
+                WHERE s.id IN (SELECT session_id FROM candidate_sessions)
+                  AND s.state = 'active' AND s.in_flight < s.max_in_flight
+                ORDER BY s.id
+                FOR UPDATE SKIP LOCKED
+            ),
+            picked AS (
+                SELECT l.session_id, l.chat, h.id AS job_id, h.available_at
+                FROM sessions s
+                CROSS JOIN LATERAL (
+                    SELECT lane.session_id, lane.chat FROM wa_outbox.lanes lane
+                    WHERE lane.session_id = s.id AND lane.ready_at <= now()
+                    ORDER BY lane.ready_at
+                    LIMIT s.free
+                    FOR UPDATE SKIP LOCKED
+                ) l
+                CROSS JOIN LATERAL (
+                    SELECT j.id, j.available_at FROM wa_outbox.jobs j
+                    WHERE j.session_id = l.session_id AND j.chat = l.chat AND j.state = 'queued'
+                    ORDER BY j.run_at, j.id
+                    LIMIT 1
+                ) h
+                LIMIT \(limit)
+            ),
+            due AS (
+                SELECT * FROM picked WHERE available_at <= now()
+            ),
+            not_due AS (
+                UPDATE wa_outbox.lanes l SET ready_at = p.available_at
+                FROM picked p
+                WHERE p.available_at > now() AND l.session_id = p.session_id AND l.chat = p.chat
+            ),
+            lanes_busy AS (
+                UPDATE wa_outbox.lanes l SET busy = true, ready_at = NULL
+                FROM due d WHERE l.session_id = d.session_id AND l.chat = d.chat
+            ),
+            sessions_busy AS (
+                UPDATE wa_outbox.sessions s SET in_flight = s.in_flight + c.n
+                FROM (SELECT session_id, count(*)::int AS n FROM due GROUP BY session_id) c
+                WHERE s.id = c.session_id
+            )
+            UPDATE wa_outbox.jobs j
+            SET state = 'running', attempts = j.attempts + 1, worker_id = \(workerID)
+            FROM due d
+            WHERE j.id = d.job_id
+            RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text,
+                      j.attempts, j.max_attempts, j.deadline
+            """)
+        return try rows.map { row in
+            ClaimedJob(
+                id: try row.decode(at: 0), org: try row.decode(at: 1), sessionID: try row.decode(at: 2),
+                chat: try row.decode(at: 3), kind: JobKind(rawValue: try row.decode(at: 4)) ?? .send,
+                waMessageID: try row.decode(at: 5), payload: try row.decode(at: 6),
+                attempt: try row.decode(at: 7), maxAttempts: try row.decode(at: 8), deadline: try row.decode(at: 9)
+            )
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import OutboxCore
+import PostgresClient
+
+/// The result of one attempt, to be written back.
+public struct Completion: Sendable {
+    public var jobID: Int64
+    /// Fencing: the completion counts only if this worker still holds this attempt.
+    public var attempt: Int
+    public var workerID: UUID
+    public var outcome: Outcome
+
+    public init(jobID: Int64, attempt: Int, workerID: UUID, outcome: Outcome) {
+        self.jobID = jobID
+        self.attempt = attempt
+        self.workerID = workerID
+        self.outcome = outcome
+    }
+}
+
+/// Writes many completions in one statement: job states, their `message.status` events, their
+/// lanes and their sessions' in-flight counts, all in one transaction.
+///
+/// Fencing: a row is written only while the job is still `running` under the same worker and
+/// attempt. A worker that stalled past its lease, whose job was handed to another worker, finds
+/// its late completion ignored; `complete` returns the ids that counted.
+public enum CompletionQuery {
+    @discardableResult
+    public static func complete(_ completions: [Completion], on connection: PostgresConnection) async throws -> Set<Int64> {
+        guard !completions.isEmpty else { return [] }
+        var ids: [Int64] = [], attempts: [Int64] = [], workers: [String] = [], outcomes: [String] = []
+        var codes: [String?] = [], messages: [String?] = [], delays: [Int64] = []
+        for completion in completions {
+            ids.append(completion.jobID)
+            attempts.append(Int64(completion.attempt))
+            workers.append(completion.workerID.uuidString.lowercased())
+            switch completion.outcome {
+            case .succeeded:
+                outcomes.append("succeeded"); codes.append(nil); messages.append(nil); delays.append(0)
+            case .failed(let code, let message):
+                outcomes.append("failed"); codes.append(code.rawValue); messages.append(message); delays.append(0)
+            case .retry(let delay, let code, let message):
+                outcomes.append("retry"); codes.append(code.rawValue); messages.append(message); delays.append(delay.milliseconds)
+            case .defer_(let delay, let code, let message):
+                outcomes.append("defer"); codes.append(code.rawValue); messages.append(message); delays.append(delay.milliseconds)
+            }
+        }
+        let rows = try await connection.query("""
+            WITH input AS (
+                SELECT * FROM unnest(\(ids)::int8[], \(attempts)::int8[], \(workers)::text[], \(outcomes)::text[],
+                                     \(codes)::text[], \(messages)::text[], \(delays)::int8[])
+                    AS i(id, attempt, worker_id, outcome, error_code, error_message, delay_ms)
+            ),
+            updated AS (
+                UPDATE wa_outbox.jobs j SET
+                    state = CASE i.outcome WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed' ELSE 'queued' END,
+                    attempts = CASE WHEN i.outcome = 'defer' THEN j.attempts - 1 ELSE j.attempts END,
+                    available_at = CASE WHEN i.outcome IN ('retry', 'defer')
+                                        THEN now() + i.delay_ms * interval '1 millisecond' ELSE j.available_at END,
+                    worker_id = NULL,
+                    error_code = i.error_code,
+                    error_message = i.error_message,
+                    sent_at = CASE WHEN i.outcome = 'succeeded' THEN now() ELSE j.sent_at END,
+                    finished_at = CASE WHEN i.outcome IN ('succeeded', 'failed') THEN now() END
+                FROM input i
+                WHERE j.id = i.id AND j.state = 'running' AND j.worker_id = i.worker_id::uuid AND j.attempts = i.attempt
+                RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.state, j.available_at,
+                          j.attempts, i.outcome, i.error_code, i.error_message
+            ),
+            events AS (
+                INSERT INTO wa_outbox.events (org, session_id, job_id, wa_message_id, kind, status, attempt, error_code, error_message)
+                SELECT u.org, u.session_id, u.id, u.wa_message_id, u.kind,
+                       CASE u.outcome
+                           WHEN 'succeeded' THEN CASE u.kind WHEN 'send' THEN 'sent' WHEN 'edit' THEN 'edited' ELSE 'revoked' END
+                           WHEN 'failed' THEN 'failed'
+                           ELSE 'retrying' END,
+                       u.attempts, u.error_code, u.error_message
+                FROM updated u WHERE u.outcome <> 'defer'
+            ),
+            lanes_done AS (
+                UPDATE wa_outbox.lanes l SET
+                    pending = l.pending - c.finished,
+                    busy = false,
+                    ready_at = CASE WHEN l.pending - c.finished <= 0 THEN NULL
+                                    WHEN c.requeued_at IS NOT NULL THEN c.requeued_at
+                                    ELSE now() END
+                FROM (SELECT session_id, chat,
+                             count(*) FILTER (WHERE state IN ('succeeded', 'failed'))::int AS finished,
+                             min(available_at) FILTER (WHERE state = 'queued') AS requeued_at
+                      FROM updated GROUP BY session_id, chat) c
+                WHERE l.session_id = c.session_id AND l.chat = c.chat
+            ),
+            sessions_done AS (
+                UPDATE wa_outbox.sessions s SET in_flight = greatest(s.in_flight - c.n, 0)
+                FROM (SELECT session_id, count(*)::int AS n FROM updated GROUP BY session_id) c
+                WHERE s.id = c.session_id
+            )
+            SELECT id FROM updated
+            """)
+        return Set(try rows.map { try $0.decode(Int64.self, at: 0) })
+    }
+}
+
+/// Hands the running jobs of dead workers to others.
+///
+/// A worker's lease is its row in `wa_outbox.workers`; its heartbeat renews it for all its jobs at
+/// once. A running job whose worker's lease has lapsed (or whose worker row is gone) is requeued
+/// through the same fenced completion as any retry (`worker_lost`), or failed if that was its last
+/// attempt. Any number of workers may run this at once: fencing lets one requeue count.
+public enum RescueQuery {
+    public static func rescue(policy: RetryPolicy, limit: Int = 1_000, on connection: PostgresConnection) async throws -> Int {
+        let rows = try await connection.query("""
+            SELECT j.id, j.attempts, j.worker_id, j.max_attempts
+            FROM wa_outbox.jobs j
+            WHERE j.state = 'running'
+              AND NOT EXISTS (SELECT 1 FROM wa_outbox.workers w WHERE w.id = j.worker_id AND w.lease_expires_at >= now())
+            LIMIT \(limit)
+            """)
+        var completions: [Completion] = []
+        for row in rows {
+            let attempt: Int = try row.decode(at: 1)
+            let maxAttempts: Int = try row.decode(at: 3)
+            let message = "the worker holding this job stopped heartbeating"
+            let outcome: Outcome = attempt >= maxAttempts
+                ? .failed(code: .workerLost, message: message)
+                : .retry(after: .zero, code: .workerLost, message: message)
+            completions.append(Completion(jobID: try row.decode(at: 0), attempt: attempt, workerID: try row.decode(at: 2), outcome: outcome))
+        }
+        let rescued = try await CompletionQuery.complete(completions, on: connection)
+        try await connection.query("DELETE FROM wa_outbox.workers WHERE lease_expires_at < now() - interval '5 minutes'")
+        return rescued.count
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import OutboxCore
+import PostgresClient
+
+/// What to enqueue: one send, edit or revoke.
+public struct EnqueueRequest: Sendable {
+    public var org: String
+    public var session: String
+    public var kind: JobKind
+    /// The JSON payload; README "Payloads" documents each shape.
+    public var payload: String
+    public var idempotencyKey: String?
+    public var runAt: Date?
+
+    public init(org: String, session: String, kind: JobKind, payload: String, idempotencyKey: String? = nil, runAt: Date? = nil) {
+        self.org = org
+        self.session = session
+        self.kind = kind
+        self.payload = payload
+        self.idempotencyKey = idempotencyKey
+        self.runAt = runAt
+    }
+}
+
+/// Enqueues jobs through `wa_outbox.enqueue`, the same SQL function any other language calls.
+///
+/// `enqueue(_:on:)` runs on a connection the caller holds, so it joins the caller's transaction:
+/// the job exists exactly when the caller's own writes commit (the transactional outbox).
+public enum Outbox {
+    public static func enqueue(_ request: EnqueueRequest, in database: PostgresDatabase) async throws(OutboxError) -> SendResult {
+        do {
+            return try await database.withConnection { connection in
+                try await enqueue(request, on: connection)
+            }
+        } catch let error as OutboxError {
+            throw error
+        } catch {
+            throw OutboxError(.engineError, "database unavailable: \(error)")
+        }
+    }
+
+    public static func enqueue(_ request: EnqueueRequest, on connection: PostgresConnection) async throws(OutboxError) -> SendResult {
+        let rows: PostgresRows
+        do {
+            rows = try await connection.query("""
+                SELECT outbox_id, wa_message_id, replayed, status, created_at
+                FROM wa_outbox.enqueue(\(request.org), \(request.session), \(request.kind.rawValue),
+                                       \(PostgresJSONB(request.payload)), \(request.idempotencyKey),
+                                       coalesce(\(request.runAt), now()))
+                """)
+        } catch let error as PostgresError {
+            if let code = ErrorCode.fromSQLState(error.sqlState) { throw OutboxError(code, error.message) }
+            if error.sqlState == "22P02" { throw OutboxError(.validationError, "payload is not valid JSON: \(error.message)") }
+            throw OutboxError(.engineError, "enqueue failed: \(error)")
+        } catch {
+            throw OutboxError(.engineError, "enqueue failed: \(error)")
+        }
+        do {
+            let row = rows[0]
+            return SendResult(
+                outboxId: String(try row.decode(Int64.self, at: 0)),
+                waMessageId: try row.decode(String.self, at: 1),
+                status: try row.decode(String.self, at: 3),
+                replayed: try row.decode(Bool.self, at: 2),
+                timestamp: Int64(try row.decode(Date.self, at: 4).timeIntervalSince1970)
+            )
+        } catch {
+            throw OutboxError(.engineError, "unexpected enqueue result: \(error)")
+        }
+    }
+}

@@ -1,0 +1,31 @@
+import Foundation
+import PostgresClient
+
+/// Live workers and their leases: one row per worker process.
+public enum WorkerRegistry {
+    /// Registers (or re-registers) a worker with a lease of `lease` from now.
+    public static func register(id: UUID, name: String, host: String, pid: Int32, lease: Duration, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO wa_outbox.workers (id, name, host, pid, lease_expires_at)
+            VALUES (\(id), \(name), \(host), \(Int(pid)), now() + \(lease.milliseconds) * interval '1 millisecond')
+            ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), lease_expires_at = EXCLUDED.lease_expires_at
+            """)
+    }
+
+    /// Renews the lease of all this worker's jobs in one row write. Returns false if the row is
+    /// gone (the worker was declared dead); the caller re-registers, and its stale completions
+    /// are fenced out.
+    public static func heartbeat(id: UUID, lease: Duration, inFlight: Int, on connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query("""
+            UPDATE wa_outbox.workers
+            SET heartbeat_at = now(), lease_expires_at = now() + \(lease.milliseconds) * interval '1 millisecond', in_flight = \(inFlight)
+            WHERE id = \(id)
+            RETURNING id
+            """)
+        return !rows.isEmpty
+    }
+
+    public static func deregister(id: UUID, on connection: PostgresConnection) async throws {
+        try await connection.query("DELETE FROM wa_outbox.workers WHERE id = \(id)")
+    }
+}

@@ -1,0 +1,238 @@
+import Engines
+import Foundation
+import OutboxCore
+import Synchronization
+
+/// How the simulator misbehaves.
+public struct SimulatorConfiguration: Sendable {
+    /// Added to every operation.
+    public var latency: Duration = .zero
+    /// Share of operations refused with a transient error before anything is delivered.
+    public var transientFailureRate: Double = 0
+    /// Share of operations that are delivered but whose answer never comes in time.
+    public var ambiguousTimeoutRate: Double = 0
+    /// How long an ambiguous answer is held back (HTTP dialect; longer than the client's timeout).
+    public var ambiguousDelay: Duration = .seconds(3)
+    /// Per-session operations per second before WhatsApp answers rate-overlimit (429); nil: none.
+    public var rateLimitPerSecond: Int?
+    /// Numbers starting with this are "not on WhatsApp".
+    public var unknownNumberPrefix = "000"
+    /// Edit and revoke windows, as WhatsApp's official apps allow.
+    public var editWindow: Duration = .seconds(15 * 60)
+    public var revokeWindow: Duration = .seconds(48 * 3600)
+
+    public init() {}
+}
+
+/// A failure as the simulated WhatsApp reports it; each dialect renders it its own way.
+public enum SimulatorError: Error, Sendable, Equatable {
+    case notConnected
+    case restricted
+    case rateOverlimit
+    case notOnWhatsApp(String)
+    case messageNotFound(String)
+    case notEditable(String)
+    case editWindowPassed(String)
+    case revokeWindowPassed(String)
+    case transient
+    /// Delivered, but the answer is lost.
+    case ambiguousTimeout
+}
+
+/// One accepted message, as written to the delivery log.
+public struct Delivery: Sendable, Codable, Equatable {
+    public var session: String
+    public var chat: String
+    public var id: String
+    public var kind: String
+    public var type: String?
+    public var time: Double
+}
+
+/// A WhatsApp stand-in that keeps the rules the real service keeps.
+///
+/// - Message ids are the client's: a send whose id was already accepted is suppressed and counted,
+///   never delivered twice (what receiving clients do with a repeated id).
+/// - Only own text messages can be edited, within 15 minutes; revokes within 48 hours.
+/// - Sessions can be disconnected or restricted (463); a session over `rateLimitPerSecond` gets
+///   rate-overlimit (429).
+/// - Transient errors happen before delivery; ambiguous timeouts after it.
+/// Every accepted operation is appended to the delivery log (JSON lines) when one is given.
+public final class WhatsAppSimulator: Sendable {
+    public let configuration: SimulatorConfiguration
+
+    private struct SentMessage {
+        var session: String
+        var chat: String
+        var type: String
+        var sentAt: Date
+        var revoked = false
+    }
+
+    private struct State {
+        var sessionStates: [String: EngineSessionStatus] = [:]
+        var messages: [String: SentMessage] = [:]
+        var delivered = 0
+        var suppressedDuplicates = 0
+        var edits = 0
+        var revokes = 0
+        var rateWindow: [String: (second: Int64, count: Int)] = [:]
+        var log: FileHandle?
+        var pendingLines: [UInt8] = []
+    }
+
+    private let state: Mutex<State>
+
+    public init(configuration: SimulatorConfiguration = SimulatorConfiguration(), deliveryLog: URL? = nil) throws {
+        self.configuration = configuration
+        var initial = State()
+        if let deliveryLog {
+            FileManager.default.createFile(atPath: deliveryLog.path, contents: nil)
+            initial.log = try FileHandle(forWritingTo: deliveryLog)
+        }
+        self.state = Mutex(initial)
+    }
+
+    public struct Stats: Sendable, Codable, Equatable {
+        public var delivered: Int
+        public var suppressedDuplicates: Int
+        public var edits: Int
+        public var revokes: Int
+    }
+
+    public var stats: Stats {
+        state.withLock { Stats(delivered: $0.delivered, suppressedDuplicates: $0.suppressedDuplicates, edits: $0.edits, revokes: $0.revokes) }
+    }
+
+    public func setStatus(_ status: EngineSessionStatus, session: String) {
+        state.withLock { $0.sessionStates[session] = status }
+    }
+
+    public func status(session: String) -> EngineSessionStatus {
+        state.withLock { $0.sessionStates[session] ?? .connected }
+    }
+
+    /// Writes buffered delivery-log lines.
+    public func flush() {
+        state.withLock { state in
+            guard let log = state.log, !state.pendingLines.isEmpty else { return }
+            log.write(Data(state.pendingLines))
+            state.pendingLines.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Performs an operation: the shared core of every dialect.
+    public func perform(_ operation: WhatsAppOperation, session: String, now: Date = Date()) async throws(SimulatorError) -> EngineReceipt {
+        if configuration.latency > .zero { try? await Task.sleep(for: configuration.latency) }
+        let roll = Double.random(in: 0..<1)
+        if roll < configuration.transientFailureRate { throw .transient }
+        let ambiguous = roll < configuration.transientFailureRate + configuration.ambiguousTimeoutRate
+        let receipt = try state.withLock { state throws(SimulatorError) -> EngineReceipt in
+            switch state.sessionStates[session] ?? .connected {
+            case .restricted: throw .restricted
+            case .disconnected, .connecting: throw .notConnected
+            case .connected: break
+            }
+            if let limit = configuration.rateLimitPerSecond {
+                let second = Int64(now.timeIntervalSince1970)
+                var window = state.rateWindow[session] ?? (second, 0)
+                if window.second != second { window = (second, 0) }
+                guard window.count < limit else { throw .rateOverlimit }
+                window.count += 1
+                state.rateWindow[session] = window
+            }
+            return try apply(operation, session: session, now: now, state: &state)
+        }
+        if ambiguous { throw .ambiguousTimeout }
+        return receipt
+    }
+
+    private func apply(_ operation: WhatsAppOperation, session: String, now: Date, state: inout State) throws(SimulatorError) -> EngineReceipt {
+        switch operation {
+        case .send(let id, let chat, let content):
+            let number = chat.split(separator: "@").first.map(String.init) ?? ""
+            if chat.hasSuffix("@s.whatsapp.net") && number.hasPrefix(configuration.unknownNumberPrefix) {
+                throw .notOnWhatsApp(number)
+            }
+            if let existing = state.messages[id] {
+                state.suppressedDuplicates += 1
+                return EngineReceipt(messageID: id, timestamp: existing.sentAt)
+            }
+            state.messages[id] = SentMessage(session: session, chat: chat, type: content.typeName, sentAt: now)
+            state.delivered += 1
+            record(Delivery(session: session, chat: chat, id: id, kind: "send", type: content.typeName, time: now.timeIntervalSince1970), into: &state)
+        case .edit(let id, let chat, _):
+            guard let message = state.messages[id], message.session == session, message.chat == chat, !message.revoked else {
+                throw .messageNotFound(id)
+            }
+            guard message.type == "text" else { throw .notEditable("only text messages can be edited; \(id) is a \(message.type)") }
+            guard now.timeIntervalSince(message.sentAt) <= configuration.editWindow.seconds else { throw .editWindowPassed(id) }
+            state.edits += 1
+            record(Delivery(session: session, chat: chat, id: id, kind: "edit", type: nil, time: now.timeIntervalSince1970), into: &state)
+        case .revoke(let id, let chat, let sender):
+            if sender == nil {
+                guard let message = state.messages[id], message.session == session, message.chat == chat else {
+                    throw .messageNotFound(id)
+                }
+                guard now.timeIntervalSince(message.sentAt) <= configuration.revokeWindow.seconds else { throw .revokeWindowPassed(id) }
+                state.messages[id]?.revoked = true
+            }
+            state.revokes += 1
+            record(Delivery(session: session, chat: chat, id: id, kind: "revoke", type: nil, time: now.timeIntervalSince1970), into: &state)
+        }
+        return EngineReceipt(messageID: operation.messageID, timestamp: now)
+    }
+
+    private func record(_ delivery: Delivery, into state: inout State) {
+        guard state.log != nil, let line = try? JSONEncoder().encode(delivery) else { return }
+        state.pendingLines.append(contentsOf: line)
+        state.pendingLines.append(UInt8(ascii: "\n"))
+        if state.pendingLines.count > 64 * 1024 {
+            state.log?.write(Data(state.pendingLines))
+            state.pendingLines.removeAll(keepingCapacity: true)
+        }
+    }
+}
+
+/// The simulator as an in-process engine (`sim`): the same rules, no network.
+public struct SimulatorEngine: SessionEngine {
+    public let simulator: WhatsAppSimulator
+
+    public init(simulator: WhatsAppSimulator) {
+        self.simulator = simulator
+    }
+
+    public func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
+        do {
+            return try await simulator.perform(operation, session: session)
+        } catch {
+            throw error.dispatchFailure
+        }
+    }
+
+    public func status(session: String) async throws(DispatchFailure) -> EngineSessionStatus {
+        simulator.status(session: session)
+    }
+}
+
+extension SimulatorError {
+    /// How a real engine's failure of this kind is classified.
+    public var dispatchFailure: DispatchFailure {
+        switch self {
+        case .notConnected: .sessionNotConnected("session is not connected")
+        case .restricted: .permanent(.accountRestricted, "WhatsApp restricted this account (463)")
+        case .rateOverlimit: .rateLimited(retryAfter: .seconds(1))
+        case .notOnWhatsApp(let number): .permanent(.invalidRecipient, "\(number) is not on WhatsApp")
+        case .messageNotFound(let id): .permanent(.notFound, "message \(id) not found")
+        case .notEditable(let reason): .permanent(.validationError, reason)
+        case .editWindowPassed(let id): .permanent(.editWindowExpired, "message \(id) is older than the edit window")
+        case .revokeWindowPassed(let id): .permanent(.revokeWindowExpired, "message \(id) is older than the revoke window")
+        case .transient: .transient("simulated transient failure")
+        case .ambiguousTimeout: .timeout("simulated timeout after delivery")
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

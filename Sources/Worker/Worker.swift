@@ -1,0 +1,307 @@
+import Engines
+import Foundation
+import Logging
+import OutboxCore
+import OutboxStore
+import PostgresClient
+import Synchronization
+
+public struct WorkerConfiguration: Sendable {
+    /// Shown in `wa_outbox.workers` and logs.
+    public var name: String
+    /// Dispatches in flight in this process at most.
+    public var concurrency = 64
+    /// Jobs taken by one claim at most.
+    public var batchSize = 100
+    /// How long the jobs of a worker that stops heartbeating stay held; heartbeats come every third of it.
+    public var lease: Duration = .seconds(30)
+    /// The fallback poll, for when no notification arrives.
+    public var pollInterval: Duration = .seconds(1)
+    /// On SIGTERM, how long in-flight dispatches may take before their jobs are handed back.
+    public var gracePeriod: Duration = .seconds(10)
+    /// Drain the queue, then return.
+    public var exitWhenIdle = false
+    /// How long completions gather before one statement writes them all.
+    public var completionWindow: Duration = .milliseconds(2)
+    public var retry = RetryPolicy()
+
+    public init(name: String) {
+        self.name = name
+    }
+}
+
+/// One worker process's dispatch loop.
+///
+/// It claims batches of ready jobs (waking on NOTIFY, polling as a fallback), dispatches each to
+/// its session's engine, and writes results back in batches, fenced by worker id and attempt.
+/// A heartbeat renews the lease on all its jobs in one row write; every worker also rescues the
+/// jobs of workers whose lease lapsed. `shutdown()` stops claiming, lets in-flight dispatches
+/// finish within the grace period, hands back the rest without spending their attempt, and
+/// returns.
+public final class Worker: Sendable {
+    public let id: UUID
+    public let configuration: WorkerConfiguration
+    private let database: PostgresDatabase
+    private let listenerConfiguration: PostgresConfiguration
+    private let engines: EngineDirectory
+    private let logger: Logger
+
+    private struct State {
+        var inFlight = 0
+        var completions: [Completion] = []
+        var stopping = false
+        var running: [Int64: ClaimedJob] = [:]
+        var dispatched = 0
+    }
+
+    private let state = Mutex(State())
+    private let wakeup = Wakeup()
+    private let flushNeeded = Wakeup()
+    private let idle = Wakeup()
+
+    public init(id: UUID = UUID(), configuration: WorkerConfiguration, database: PostgresDatabase,
+                listenerConfiguration: PostgresConfiguration, engines: EngineDirectory, logger: Logger) {
+        self.id = id
+        self.configuration = configuration
+        self.database = database
+        self.listenerConfiguration = listenerConfiguration
+        self.engines = engines
+        var logger = logger
+        logger[metadataKey: "worker.id"] = "\(id)"
+        self.logger = logger
+    }
+
+    /// Begins a graceful shutdown; `run()` returns when it is done.
+    public func shutdown() {
+        state.withLock { $0.stopping = true }
+        wakeup.signal()
+    }
+
+    /// Jobs this worker has finished dispatching (for progress lines).
+    public var dispatchedCount: Int { state.withLock { $0.dispatched } }
+
+    public func run() async throws {
+        try await database.withConnection { connection in
+            try await WorkerRegistry.register(id: id, name: configuration.name, host: ProcessInfo.processInfo.hostName,
+                                              pid: ProcessInfo.processInfo.processIdentifier, lease: configuration.lease, on: connection)
+        }
+        logger.info("worker started", metadata: ["worker.name": "\(configuration.name)", "concurrency": "\(configuration.concurrency)"])
+        let listener = PostgresListener(configuration: listenerConfiguration, channels: ["wa_outbox_jobs"], logger: logger)
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { for await _ in listener.events() { self.wakeup.signal() } }
+            group.addTask { await self.heartbeatLoop() }
+            group.addTask { await self.rescueLoop() }
+            group.addTask { await self.flushLoop() }
+            try await claimLoop(&group)
+            await drain()
+            listener.stop()
+            group.cancelAll()
+        }
+        try? await database.withConnection { try await WorkerRegistry.deregister(id: id, on: $0) }
+        logger.info("worker stopped", metadata: ["dispatched": "\(dispatchedCount)"])
+    }
+
+    // MARK: Claiming
+
+    private func claimLoop(_ group: inout ThrowingDiscardingTaskGroup<any Error>) async throws {
+        while !state.withLock({ $0.stopping }) {
+            let free = configuration.concurrency - state.withLock { $0.inFlight }
+            var claimed: [ClaimedJob] = []
+            var requested = 0
+            if free > 0 {
+                requested = min(configuration.batchSize, free)
+                do {
+                    claimed = try await claim(limit: requested)
+                } catch {
+                    logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
+                    await wakeup.wait(timeout: configuration.pollInterval)
+                    continue
+                }
+                for job in claimed {
+                    group.addTask { await self.dispatch(job) }
+                }
+            }
+            if claimed.count == requested && requested > 0 { continue }
+            if configuration.exitWhenIdle, claimed.isEmpty, state.withLock({ $0.inFlight == 0 && $0.completions.isEmpty }),
+               try await !hasPendingWork() {
+                logger.info("queue drained; exiting")
+                shutdown()
+                break
+            }
+            await wakeup.wait(timeout: configuration.pollInterval)
+        }
+    }
+
+    private func claim(limit: Int) async throws -> [ClaimedJob] {
+        let (jobs, refused) = try await database.withConnection { connection in
+            let jobs = try await ClaimQuery.claim(workerID: id, limit: limit, on: connection)
+            let refused = try await Preflight.check(jobs, on: connection)
+            return (jobs, refused)
+        }
+        state.withLock { state in
+            state.inFlight += jobs.count
+            for job in jobs { state.running[job.id] = job }
+        }
+        for (jobID, outcome) in refused {
+            if let job = jobs.first(where: { $0.id == jobID }) { finish(job, outcome) }
+        }
+        return jobs.filter { refused[$0.id] == nil }
+    }
+
+    private func hasPendingWork() async throws -> Bool {
+        let rows = try await database.query("""
+            SELECT EXISTS (SELECT 1 FROM wa_outbox.lanes l JOIN wa_outbox.sessions s ON s.id = l.session_id
+                           WHERE l.pending > 0 AND s.state = 'active')
+            """)
+        return try rows[0].decode(Bool.self, at: 0)
+    }
+
+    // MARK: Dispatching
+
+    private func dispatch(_ job: ClaimedJob) async {
+        var jobLogger = logger
+        jobLogger[metadataKey: "job.id"] = "\(job.id)"
+        jobLogger[metadataKey: "session.id"] = "\(job.sessionID)"
+        jobLogger[metadataKey: "org.id"] = "\(job.org)"
+        let outcome: Outcome
+        do {
+            let operation = try WhatsAppOperation(job: job)
+            let engine = try await engines.engine(for: job.sessionID)
+            _ = try await engine.perform(operation, session: job.sessionID)
+            outcome = .succeeded
+        } catch let error as OutboxError {
+            outcome = .failed(code: error.code, message: error.message)
+        } catch let failure as DispatchFailure {
+            if Task.isCancelled {
+                // Shut down mid-dispatch: hand the job back without spending its attempt. It may
+                // have been delivered; the retry reuses its message id.
+                outcome = .defer_(after: .zero, code: .engineError, message: "worker shut down during dispatch")
+            } else {
+                outcome = configuration.retry.outcome(of: failure, attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline)
+            }
+        } catch {
+            outcome = configuration.retry.outcome(of: .transient("\(error)"), attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline)
+        }
+        switch outcome {
+        case .succeeded:
+            jobLogger.debug("job dispatched", metadata: ["job.kind": "\(job.kind.rawValue)", "attempt": "\(job.attempt)"])
+        case .failed(let code, let message):
+            jobLogger.warning("job failed", metadata: ["job.kind": "\(job.kind.rawValue)", "error.code": "\(code.rawValue)", "error": "\(message)", "attempt": "\(job.attempt)"])
+        case .retry(let delay, let code, _):
+            jobLogger.info("job will retry", metadata: ["error.code": "\(code.rawValue)", "attempt": "\(job.attempt)", "retry_in": "\(delay)"])
+        case .defer_(let delay, let code, _):
+            jobLogger.debug("job deferred", metadata: ["reason": "\(code.rawValue)", "retry_in": "\(delay)"])
+        }
+        finish(job, outcome)
+    }
+
+    private func finish(_ job: ClaimedJob, _ outcome: Outcome) {
+        state.withLock { state in
+            guard state.running.removeValue(forKey: job.id) != nil else { return }
+            state.inFlight -= 1
+            state.dispatched += 1
+            state.completions.append(Completion(jobID: job.id, attempt: job.attempt, workerID: id, outcome: outcome))
+        }
+        flushNeeded.signal()
+    }
+
+    // MARK: Completing
+
+    /// Runs until the task is cancelled at the end of `run()`; `drain()` does the final flush.
+    private func flushLoop() async {
+        while !Task.isCancelled {
+            await flushNeeded.wait(timeout: .milliseconds(200))
+            guard (try? await Task.sleep(for: configuration.completionWindow)) != nil else { return }
+            await flush()
+        }
+    }
+
+    /// Writes all buffered completions in one statement; on failure keeps them and tries again.
+    private func flush() async {
+        let batch = state.withLock { state -> [Completion] in
+            defer { state.completions.removeAll(keepingCapacity: true) }
+            return state.completions
+        }
+        guard !batch.isEmpty else {
+            idle.signal()
+            return
+        }
+        var backoff = Duration.milliseconds(50)
+        while true {
+            do {
+                let counted = try await database.withConnection { connection in
+                    try await CompletionQuery.complete(batch, on: connection)
+                }
+                if counted.count < batch.count {
+                    logger.warning("completions ignored: the lease had passed to another worker", metadata: ["count": "\(batch.count - counted.count)"])
+                }
+                break
+            } catch {
+                logger.warning("writing completions failed; retrying", metadata: ["error": "\(error)", "count": "\(batch.count)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(2))
+                if Task.isCancelled { return }
+            }
+        }
+        wakeup.signal()
+        idle.signal()
+    }
+
+    /// After the claim loop stops: wait for in-flight dispatches within the grace period, hand
+    /// back what is left, and write every completion.
+    private func drain() async {
+        let deadline = ContinuousClock.now + configuration.gracePeriod
+        while state.withLock({ $0.inFlight > 0 }) && ContinuousClock.now < deadline {
+            await idle.wait(timeout: .milliseconds(50))
+        }
+        let leftovers = state.withLock { state -> [ClaimedJob] in Array(state.running.values) }
+        for job in leftovers {
+            finish(job, .defer_(after: .zero, code: .engineError, message: "worker shut down before the dispatch finished"))
+        }
+        if !leftovers.isEmpty {
+            logger.warning("handing back unfinished jobs", metadata: ["count": "\(leftovers.count)"])
+        }
+        await flush()
+    }
+
+    // MARK: Lease
+
+    private func heartbeatLoop() async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: configuration.lease / 3)) != nil else { return }
+            do {
+                let inFlight = state.withLock { $0.inFlight }
+                let alive = try await database.withConnection { connection in
+                    try await WorkerRegistry.heartbeat(id: id, lease: configuration.lease, inFlight: inFlight, on: connection)
+                }
+                if !alive {
+                    logger.error("this worker was declared dead (missed heartbeats); re-registering. Its held jobs were handed to others.")
+                    try await database.withConnection { connection in
+                        try await WorkerRegistry.register(id: id, name: configuration.name, host: ProcessInfo.processInfo.hostName,
+                                                          pid: ProcessInfo.processInfo.processIdentifier, lease: configuration.lease, on: connection)
+                    }
+                }
+            } catch {
+                logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func rescueLoop() async {
+        let interval = min(configuration.lease / 3, .seconds(5))
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: interval)) != nil else { return }
+            do {
+                let rescued = try await database.withConnection { connection in
+                    try await RescueQuery.rescue(policy: configuration.retry, on: connection)
+                }
+                if rescued > 0 {
+                    logger.warning("requeued jobs of a worker whose lease lapsed", metadata: ["count": "\(rescued)"])
+                    wakeup.signal()
+                }
+            } catch {
+                logger.warning("rescue failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Engines
+import Foundation
+import OutboxCore
+import PostgresClient
+import ServiceLifecycle
+import UnixSignals
+import Simulator
+import Worker
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Claim queued jobs and dispatch them to their sessions' engines until stopped (SIGTERM/SIGINT)."
+    )
+
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var simulator: SimulatorOptions
+
+    @Option(help: "Name shown in `wa_outbox.workers` (env: WA_OUTBOX_WORKER_NAME).") var name: String?
+    @Option(help: "Dispatches in flight in this process (env: WA_OUTBOX_CONCURRENCY; default 64).") var concurrency: Int?
+    @Option(name: .customLong("batch-size"), help: "Jobs per claim (env: WA_OUTBOX_BATCH_SIZE; default 100).") var batchSize: Int?
+    @Option(name: .customLong("lease-ms"), help: "Lease on a worker's jobs; heartbeats every third (env: WA_OUTBOX_LEASE_MS; default 30000).") var leaseMilliseconds: Int?
+    @Option(name: .customLong("poll-interval-ms"), help: "Fallback poll when no NOTIFY comes (env: WA_OUTBOX_POLL_INTERVAL_MS; default 1000).") var pollMilliseconds: Int?
+    @Option(name: .customLong("grace-ms"), help: "Time in-flight dispatches get on shutdown (env: WA_OUTBOX_GRACE_MS; default 10000).") var graceMilliseconds: Int?
+    @Option(name: .customLong("retry-base-ms"), help: "First retry delay; doubles per attempt (env: WA_OUTBOX_RETRY_BASE_MS; default 2000).") var retryBaseMilliseconds: Int?
+    @Option(name: .customLong("retry-cap-ms"), help: "Longest retry delay (env: WA_OUTBOX_RETRY_CAP_MS; default 300000).") var retryCapMilliseconds: Int?
+    @Option(name: .customLong("request-timeout-ms"), help: "Engine request timeout (env: WA_OUTBOX_REQUEST_TIMEOUT_MS; default 30000).") var requestTimeoutMilliseconds: Int?
+    @Option(name: .customLong("sim-delivery-log"), help: "Delivery log of the in-process simulator (sessions with engine sim).") var simDeliveryLog: String?
+    @Flag(name: .customLong("exit-when-idle"), help: "Drain the queue, then exit.") var exitWhenIdle = false
+
+    func run() async throws {
+        let logger = makeLogger("wa-outbox.worker")
+        var configuration = WorkerConfiguration(name: setting(name, "WA_OUTBOX_WORKER_NAME", "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"))
+        configuration.concurrency = setting(concurrency, "WA_OUTBOX_CONCURRENCY", 64)
+        configuration.batchSize = setting(batchSize, "WA_OUTBOX_BATCH_SIZE", 100)
+        configuration.lease = .milliseconds(setting(leaseMilliseconds, "WA_OUTBOX_LEASE_MS", 30_000))
+        configuration.pollInterval = .milliseconds(setting(pollMilliseconds, "WA_OUTBOX_POLL_INTERVAL_MS", 1_000))
+        configuration.gracePeriod = .milliseconds(setting(graceMilliseconds, "WA_OUTBOX_GRACE_MS", 10_000))
+        configuration.retry = RetryPolicy(base: .milliseconds(setting(retryBaseMilliseconds, "WA_OUTBOX_RETRY_BASE_MS", 2_000)),
+                                          cap: .milliseconds(setting(retryCapMilliseconds, "WA_OUTBOX_RETRY_CAP_MS", 300_000)))
+        configuration.exitWhenIdle = exitWhenIdle
+        guard configuration.concurrency > 0, configuration.batchSize > 0, configuration.lease >= .milliseconds(300) else {
+            throw ValidationError("concurrency and batch size must be positive and the lease at least 300 ms")
+        }
+
+        let db = try database.database(connections: 6, logger: logger)
+        let sim = try WhatsAppSimulator(configuration: simulator.configuration, deliveryLog: simDeliveryLog.map { URL(fileURLWithPath: $0) })
+        let engines = EngineDirectory(database: db, simulator: sim,
+                                      requestTimeout: .milliseconds(setting(requestTimeoutMilliseconds, "WA_OUTBOX_REQUEST_TIMEOUT_MS", 30_000)))
+        let worker = Worker(configuration: configuration, database: db, listenerConfiguration: try database.configuration(),
+                            engines: engines, logger: logger)
+        // --exit-when-idle makes the worker return by itself: that ends the group normally.
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        defer { sim.flush() }
+        try await group.run()
+        await db.close()
+    }
+}
+
+/// The worker as a lifecycle service: a graceful shutdown signal becomes `Worker.shutdown()`.
+struct WorkerService: Service {
+    let worker: Worker
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await worker.run()
+        } onGracefulShutdown: {
+            worker.shutdown()
+        }
+    }
+}
