@@ -109,6 +109,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "OutboxCoreTests",
+            dependencies: ["OutboxCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WorkerTests",
+            dependencies: [
+                "Worker", "OutboxStore", "OutboxCore", "Engines", "Simulator", "PostgresClient", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "OutboxStoreTests",
             dependencies: ["OutboxStore", "PostgresClient", "TestSupport"],
             swiftSettings: swiftSettings

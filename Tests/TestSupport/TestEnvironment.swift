@@ -10,6 +10,7 @@ import RedisClient
 public enum TestEnvironment {
     public struct Missing: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     static func variable(_ name: String) throws -> String {

@@ -135,6 +135,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     shift || true
     case "$cmd" in
         install) wa_install_deps ;;
+        free-port) wa_free_port ;;
         pg-start) wa_pg_start "$@" ;;
         pg-stop) wa_pg_stop "$@" ;;
         pg-restart) wa_pg_restart "$@" ;;

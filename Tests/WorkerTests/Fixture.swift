@@ -1,0 +1,167 @@
+import AsyncHTTPClient
+import Engines
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import OutboxCore
+import OutboxStore
+import PostgresClient
+import Simulator
+import TestSupport
+import Worker
+
+/// A migrated database of the test's own, and ways to fill it and run workers on it.
+struct Fixture {
+    let url: String
+    let database: PostgresDatabase
+
+    static func make() async throws -> Fixture {
+        let url = try await TestEnvironment.freshDatabase(prefix: "outbox")
+        let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 8, logger: TestEnvironment.logger)
+        try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
+        return Fixture(url: url, database: database)
+    }
+
+    func addSessions(_ ids: [String], org: String = "org1", engine: String = "sim", url: String? = nil, maxInFlight: Int = 1) async throws {
+        for id in ids {
+            try await SessionRegistry.upsert(SessionRecord(id: id, org: org, engine: engine, engineURL: url, maxInFlight: maxInFlight), in: database)
+        }
+    }
+
+    /// Enqueues `count` text sends through `wa_outbox.enqueue`, job i to chat `chats[i % chats.count]`
+    /// of session `sessions[i % sessions.count]`, in order.
+    func enqueueTexts(count: Int, sessions: [String], chatsPerSession: Int, org: String = "org1") async throws {
+        try await database.query("""
+            SELECT count(*) FROM (
+                SELECT wa_outbox.enqueue(\(org), s.ids[1 + g % cardinality(s.ids)], 'send',
+                    jsonb_build_object('type', 'text', 'text', 'message ' || g,
+                        'chat', (4915100000000 + (g / cardinality(s.ids)) % \(chatsPerSession))::text || '@s.whatsapp.net'))
+                FROM generate_series(0, \(count) - 1) g, (SELECT \(sessions)::text[] AS ids) s
+                ORDER BY g
+            ) enqueued
+            """)
+    }
+
+    func count(_ sql: String) async throws -> Int {
+        try await database.query(PostgresQuery(sql))[0].decode(Int.self, at: 0)
+    }
+
+    /// The job ids in enqueue order per (session, chat), keyed by message id.
+    func jobsByMessageID() async throws -> [String: (id: Int64, session: String, chat: String)] {
+        var result: [String: (Int64, String, String)] = [:]
+        for row in try await database.query("SELECT wa_message_id, id, session_id, chat FROM wa_outbox.jobs WHERE kind = 'send'") {
+            result[try row.decode(at: 0)] = (try row.decode(at: 1), try row.decode(at: 2), try row.decode(at: 3))
+        }
+        return result
+    }
+
+    /// Runs an in-process worker until the queue is drained.
+    @discardableResult
+    func drain(simulator: WhatsAppSimulator, configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> Worker {
+        var configuration = WorkerConfiguration(name: "test")
+        configuration.exitWhenIdle = true
+        configuration.pollInterval = .milliseconds(50)
+        configuration.retry = RetryPolicy(base: .milliseconds(10), cap: .milliseconds(50), sessionRecheck: .milliseconds(50))
+        configure(&configuration)
+        let worker = Worker(configuration: configuration, database: database, listenerConfiguration: PostgresConfiguration(url),
+                            engines: EngineDirectory(database: database, simulator: simulator), logger: TestEnvironment.logger)
+        try await worker.run()
+        return worker
+    }
+
+    func close() async {
+        await database.close()
+    }
+}
+
+/// A `wa-outbox` subprocess (worker or simulator), its stderr kept in a file for diagnosis.
+final class OutboxProcess: @unchecked Sendable {
+    let process: Process
+    let stderrURL: URL
+
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        stderrURL = try TestEnvironment.scratchDirectory("proc").appendingPathComponent("stderr.log")
+        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        process = Process()
+        process.executableURL = try TestEnvironment.executable()
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        try process.run()
+    }
+
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    func exitStatus() async -> Int32 { await Subprocess.terminationStatus(of: process) }
+
+    var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
+}
+
+/// The HTTP simulator in its own process.
+struct HTTPSimulator {
+    let process: OutboxProcess
+    let baseURL: String
+    let logURL: URL
+
+    static func start(_ extra: [String] = []) async throws -> HTTPSimulator {
+        let port = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
+                                            [TestEnvironment.repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"])
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let logURL = try TestEnvironment.scratchDirectory("sim").appendingPathComponent("delivery.jsonl")
+        let process = try OutboxProcess(["simulator", "--listen", "127.0.0.1:\(port)", "--delivery-log", logURL.path] + extra)
+        let simulator = HTTPSimulator(process: process, baseURL: "http://127.0.0.1:\(port)", logURL: logURL)
+        for _ in 0..<200 {
+            if (try? await simulator.stats()) != nil { return simulator }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestEnvironment.Missing(description: "simulator did not start: \(process.stderr)")
+    }
+
+    func stats() async throws -> WhatsAppSimulator.Stats {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: baseURL + "/sim/stats"), timeout: .seconds(5))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return try JSONDecoder().decode(WhatsAppSimulator.Stats.self, from: Data(body.readableBytesView))
+    }
+
+    func setStatus(_ status: String, session: String) async throws {
+        var request = HTTPClientRequest(url: baseURL + "/sim/sessions/\(session)/status")
+        request.method = .POST
+        request.body = .bytes(ByteBuffer(string: #"{"status":"\#(status)"}"#))
+        request.headers.add(name: "Content-Type", value: "application/json")
+        _ = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+    }
+
+    /// The delivery log, after the simulator has written all it holds.
+    func deliveries() async throws -> [Delivery] {
+        _ = try await stats()  // flushes
+        return try String(contentsOf: logURL, encoding: .utf8).split(separator: "\n").map {
+            try JSONDecoder().decode(Delivery.self, from: Data($0.utf8))
+        }
+    }
+
+    func stop() async {
+        process.signal(SIGTERM)
+        _ = await process.exitStatus()
+    }
+}
+
+/// Checks a delivery log against the jobs: every send delivered once, in enqueue order per chat.
+func checkDeliveries(_ deliveries: [Delivery], jobs: [String: (id: Int64, session: String, chat: String)]) -> [String] {
+    var problems: [String] = []
+    let sends = deliveries.filter { $0.kind == "send" }
+    let ids = sends.map(\.id)
+    if Set(ids).count != ids.count { problems.append("\(ids.count - Set(ids).count) duplicate deliveries") }
+    if Set(ids) != Set(jobs.keys) { problems.append("delivered \(Set(ids).count) distinct ids for \(jobs.count) jobs") }
+    var lastPerChat: [String: Int64] = [:]
+    var outOfOrder = 0
+    for delivery in sends {
+        guard let job = jobs[delivery.id] else { continue }
+        let lane = "\(job.session) \(job.chat)"
+        if let last = lastPerChat[lane], last > job.id { outOfOrder += 1 }
+        lastPerChat[lane] = job.id
+    }
+    if outOfOrder > 0 { problems.append("\(outOfOrder) deliveries out of enqueue order within their chat") }
+    return problems
+}
