@@ -33,7 +33,7 @@ public enum EventLog {
         let rows = try await database.query("""
             SELECT id, org, session_id, job_id, wa_message_id, kind, status, attempt, error_code, error_message,
                    extract(epoch FROM created_at)::float8
-            FROM wa_outbox.events_after(\(org), \(cursor), \(limit))
+            FROM wa_outbox.events_after(\(org), \(cursor), \(Int32(limit)))
             """)
         return try rows.map { row in
             StatusEvent(
