@@ -56,6 +56,12 @@ let package = Package(
             dependencies: ["OutboxCore", "PostgresClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
+        // Redis: per-session rate limits, pacing and budgets, dispatch and idempotency locks.
+        .target(
+            name: "Coordination",
+            dependencies: ["RedisClient", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         // The seam to WhatsApp: one protocol, one adapter per engine.
         .target(
             name: "Engines",
@@ -75,13 +81,13 @@ let package = Package(
         // The worker loop: claim, dispatch, complete, heartbeat, rescue, shutdown.
         .target(
             name: "Worker",
-            dependencies: ["OutboxCore", "OutboxStore", "Engines", "Simulator", "PostgresClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OutboxCore", "OutboxStore", "Engines", "Simulator", "Coordination", "PostgresClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "wa-outbox",
             dependencies: [
-                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker",
+                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -116,7 +122,7 @@ let package = Package(
         .testTarget(
             name: "WorkerTests",
             dependencies: [
-                "Worker", "OutboxStore", "OutboxCore", "Engines", "Simulator", "PostgresClient", "TestSupport",
+                "Worker", "OutboxStore", "OutboxCore", "Engines", "Simulator", "Coordination", "RedisClient", "PostgresClient", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

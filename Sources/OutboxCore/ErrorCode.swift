@@ -20,6 +20,8 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     /// The worker holding the job died, on the last attempt.
     case workerLost = "worker_lost"
     case canceled
+    /// Internal, for deferrals only: another process holds this message's dispatch lock.
+    case dispatchInProgress = "dispatch_in_progress"
 
     /// The SQLSTATE that `wa_outbox.enqueue` raises for this code, if any.
     public static func fromSQLState(_ state: String?) -> ErrorCode? {

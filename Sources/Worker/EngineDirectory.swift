@@ -1,3 +1,4 @@
+import Coordination
 import Engines
 import Foundation
 import OutboxCore
@@ -6,7 +7,13 @@ import PostgresClient
 import Simulator
 import Synchronization
 
-/// Finds the engine for a session from the session registry, and caches it briefly.
+/// A session's engine and its effective limits.
+public struct SessionContext: Sendable {
+    public var engine: any SessionEngine
+    public var limits: SessionLimits
+}
+
+/// Finds the engine and limits for a session from the session registry, and caches them briefly.
 ///
 /// Credentials are resolved here from the session's reference (`env:VAR` or `file:/path`), so the
 /// database never holds a secret. A session without a reference uses its own id as its token,
@@ -15,35 +22,39 @@ public final class EngineDirectory: Sendable {
     private let database: PostgresDatabase
     private let simulator: WhatsAppSimulator
     private let requestTimeout: Duration
-    private let cache = Mutex<[String: (engine: any SessionEngine, loaded: ContinuousClock.Instant)]>([:])
+    private let defaultLimits: SessionLimits
+    private let cache = Mutex<[String: (context: SessionContext, loaded: ContinuousClock.Instant)]>([:])
     private static let ttl: Duration = .seconds(30)
 
-    public init(database: PostgresDatabase, simulator: WhatsAppSimulator, requestTimeout: Duration = .seconds(30)) {
+    public init(database: PostgresDatabase, simulator: WhatsAppSimulator, requestTimeout: Duration = .seconds(30),
+                defaultLimits: SessionLimits = SessionLimits()) {
         self.database = database
         self.simulator = simulator
         self.requestTimeout = requestTimeout
+        self.defaultLimits = defaultLimits
     }
 
-    public func engine(for session: String) async throws(DispatchFailure) -> any SessionEngine {
+    public func context(for session: String) async throws(DispatchFailure) -> SessionContext {
         let now = ContinuousClock.now
-        if let cached = cache.withLock({ $0[session] }), now - cached.loaded < Self.ttl { return cached.engine }
-        let record: SessionRecord
+        if let cached = cache.withLock({ $0[session] }), now - cached.loaded < Self.ttl { return cached.context }
+        let found: SessionRecord?
         do {
-            let rows = try await database.query("""
-                SELECT id, org, engine, engine_url, credential_ref, state, max_in_flight FROM wa_outbox.sessions WHERE id = \(session)
-                """)
-            guard let row = rows.first else { throw DispatchFailure.permanent(.notFound, "session \(session) is not registered") }
-            record = SessionRecord(id: try row.decode(at: 0), org: try row.decode(at: 1), engine: try row.decode(at: 2),
-                                   engineURL: try row.decode(at: 3), credentialRef: try row.decode(at: 4),
-                                   state: try row.decode(at: 5), maxInFlight: try row.decode(at: 6))
-        } catch let failure as DispatchFailure {
-            throw failure
+            found = try await SessionRegistry.find(session, in: database)
         } catch {
             throw .transient("cannot read session \(session): \(error)")
         }
-        let engine = try makeEngine(record)
-        cache.withLock { $0[session] = (engine, now) }
-        return engine
+        guard let record = found else { throw .permanent(.notFound, "session \(session) is not registered") }
+        var limits = defaultLimits
+        limits.ratePerSecond = record.ratePerSecond ?? limits.ratePerSecond
+        limits.burst = record.burst ?? limits.burst
+        limits.pacing = record.pacing ?? limits.pacing
+        limits.minGapMilliseconds = record.minGapMilliseconds ?? limits.minGapMilliseconds
+        limits.maxGapMilliseconds = record.maxGapMilliseconds ?? limits.maxGapMilliseconds
+        limits.hourlyBudget = record.hourlyBudget ?? limits.hourlyBudget
+        limits.dailyBudget = record.dailyBudget ?? limits.dailyBudget
+        let context = SessionContext(engine: try makeEngine(record), limits: limits)
+        cache.withLock { $0[session] = (context, now) }
+        return context
     }
 
     private func makeEngine(_ record: SessionRecord) throws(DispatchFailure) -> any SessionEngine {

@@ -1,3 +1,4 @@
+import Coordination
 import Engines
 import Foundation
 import Logging
@@ -44,11 +45,14 @@ public final class Worker: Sendable {
     private let database: PostgresDatabase
     private let listenerConfiguration: PostgresConfiguration
     private let engines: EngineDirectory
+    private let coordinator: Coordinator?
     private let logger: Logger
 
     private struct State {
         var inFlight = 0
         var completions: [Completion] = []
+        /// Dispatch locks to release once their completions are written.
+        var locks: [MessageLock] = []
         var stopping = false
         var running: [Int64: ClaimedJob] = [:]
         var dispatched = 0
@@ -60,8 +64,9 @@ public final class Worker: Sendable {
     private let idle = Wakeup()
 
     public init(id: UUID = UUID(), configuration: WorkerConfiguration, database: PostgresDatabase,
-                listenerConfiguration: PostgresConfiguration, engines: EngineDirectory, logger: Logger) {
+                listenerConfiguration: PostgresConfiguration, engines: EngineDirectory, coordinator: Coordinator?, logger: Logger) {
         self.id = id
+        self.coordinator = coordinator
         self.configuration = configuration
         self.database = database
         self.listenerConfiguration = listenerConfiguration
@@ -164,10 +169,23 @@ public final class Worker: Sendable {
         jobLogger[metadataKey: "session.id"] = "\(job.sessionID)"
         jobLogger[metadataKey: "org.id"] = "\(job.org)"
         let outcome: Outcome
+        var lock: MessageLock?
         do {
             let operation = try WhatsAppOperation(job: job)
-            let engine = try await engines.engine(for: job.sessionID)
-            _ = try await engine.perform(operation, session: job.sessionID)
+            let session = try await engines.context(for: job.sessionID)
+            if let coordinator {
+                switch await coordinator.admit(session: job.sessionID, messageID: job.waMessageID, limits: session.limits) {
+                case .granted(let token):
+                    lock = MessageLock(session: job.sessionID, messageID: job.waMessageID, token: token)
+                case .wait(let delay, let reason):
+                    // Over a limit: keep the job's place, spend no attempt, write no event.
+                    let code: ErrorCode = reason == .dispatchInProgress ? .dispatchInProgress : .rateLimited
+                    jobLogger.debug("job deferred", metadata: ["reason": "\(reason.rawValue)", "retry_in": "\(delay)"])
+                    finish(job, .defer_(after: delay, code: code, message: reason.rawValue), lock: nil)
+                    return
+                }
+            }
+            _ = try await session.engine.perform(operation, session: job.sessionID)
             outcome = .succeeded
         } catch let error as OutboxError {
             outcome = .failed(code: error.code, message: error.message)
@@ -192,15 +210,20 @@ public final class Worker: Sendable {
         case .defer_(let delay, let code, _):
             jobLogger.debug("job deferred", metadata: ["reason": "\(code.rawValue)", "retry_in": "\(delay)"])
         }
-        finish(job, outcome)
+        finish(job, outcome, lock: lock)
     }
 
-    private func finish(_ job: ClaimedJob, _ outcome: Outcome) {
-        state.withLock { state in
-            guard state.running.removeValue(forKey: job.id) != nil else { return }
+    private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil) {
+        let accepted = state.withLock { state -> Bool in
+            guard state.running.removeValue(forKey: job.id) != nil else { return false }
             state.inFlight -= 1
-            state.dispatched += 1
+            if case .defer_ = outcome {} else { state.dispatched += 1 }
             state.completions.append(Completion(jobID: job.id, attempt: job.attempt, workerID: id, outcome: outcome))
+            if let lock { state.locks.append(lock) }
+            return true
+        }
+        if !accepted, let lock, let coordinator {
+            Task { await coordinator.release([lock]) }
         }
         flushNeeded.signal()
     }
@@ -218,9 +241,12 @@ public final class Worker: Sendable {
 
     /// Writes all buffered completions in one statement; on failure keeps them and tries again.
     private func flush() async {
-        let batch = state.withLock { state -> [Completion] in
-            defer { state.completions.removeAll(keepingCapacity: true) }
-            return state.completions
+        let (batch, locks) = state.withLock { state -> ([Completion], [MessageLock]) in
+            defer {
+                state.completions.removeAll(keepingCapacity: true)
+                state.locks.removeAll(keepingCapacity: true)
+            }
+            return (state.completions, state.locks)
         }
         guard !batch.isEmpty else {
             idle.signal()
@@ -243,6 +269,8 @@ public final class Worker: Sendable {
                 if Task.isCancelled { return }
             }
         }
+        // Only now that the results are recorded may another process dispatch these messages.
+        if let coordinator { await coordinator.release(locks) }
         wakeup.signal()
         idle.signal()
     }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PostgresClient
 import Simulator
+import Coordination
 
 let environment = ProcessInfo.processInfo.environment
 
@@ -69,4 +70,34 @@ func printJSON<T: Encodable>(_ value: T) {
 struct ErrorBody: Encodable {
     struct Inner: Encodable { var code: String; var message: String }
     var error: Inner
+}
+
+/// The default limits of sessions that do not set their own (`wa_outbox.sessions` columns).
+struct LimitOptions: ParsableArguments {
+    @Option(name: .customLong("rate-per-second"), help: "Sends per second per session (env: WA_OUTBOX_RATE_PER_SECOND; default 1).")
+    var ratePerSecond: Double?
+    @Option(help: "Sends at once after a quiet period (env: WA_OUTBOX_BURST; default 5).")
+    var burst: Int?
+    @Option(help: "Anti-ban pacing on|off (env: WA_OUTBOX_PACING; default on).")
+    var pacing: String?
+    @Option(name: .customLong("min-gap-ms"), help: "Pacing: shortest gap between two sends of a session (env: WA_OUTBOX_MIN_GAP_MS; default 1500).")
+    var minGap: Int?
+    @Option(name: .customLong("max-gap-ms"), help: "Pacing: longest gap; the gap is random in between (env: WA_OUTBOX_MAX_GAP_MS; default 5000).")
+    var maxGap: Int?
+    @Option(name: .customLong("hourly-budget"), help: "Sends per session per clock hour (env: WA_OUTBOX_HOURLY_BUDGET; default unlimited).")
+    var hourlyBudget: Int?
+    @Option(name: .customLong("daily-budget"), help: "Sends per session per UTC day (env: WA_OUTBOX_DAILY_BUDGET; default unlimited).")
+    var dailyBudget: Int?
+
+    var defaults: SessionLimits {
+        SessionLimits(
+            ratePerSecond: setting(ratePerSecond, "WA_OUTBOX_RATE_PER_SECOND", 1),
+            burst: setting(burst, "WA_OUTBOX_BURST", 5),
+            pacing: setting(pacing, "WA_OUTBOX_PACING", "on") != "off",
+            minGapMilliseconds: setting(minGap, "WA_OUTBOX_MIN_GAP_MS", 1_500),
+            maxGapMilliseconds: setting(maxGap, "WA_OUTBOX_MAX_GAP_MS", 5_000),
+            hourlyBudget: hourlyBudget ?? environment["WA_OUTBOX_HOURLY_BUDGET"].flatMap(Int.init),
+            dailyBudget: dailyBudget ?? environment["WA_OUTBOX_DAILY_BUDGET"].flatMap(Int.init)
+        )
+    }
 }

@@ -1,8 +1,11 @@
 import ArgumentParser
+import Coordination
 import Engines
 import Foundation
+import Logging
 import OutboxCore
 import PostgresClient
+import RedisClient
 import ServiceLifecycle
 import UnixSignals
 import Simulator
@@ -28,6 +31,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("request-timeout-ms"), help: "Engine request timeout (env: WA_OUTBOX_REQUEST_TIMEOUT_MS; default 30000).") var requestTimeoutMilliseconds: Int?
     @Option(name: .customLong("sim-delivery-log"), help: "Delivery log of the in-process simulator (sessions with engine sim).") var simDeliveryLog: String?
     @Flag(name: .customLong("exit-when-idle"), help: "Drain the queue, then exit.") var exitWhenIdle = false
+    @OptionGroup var limits: LimitOptions
+
+    @Option(name: .customLong("redis-url"), help: "Redis for shared limits and dispatch locks (env: REDIS_URL). Without it, no limits are enforced.")
+    var redisURL: String?
+    @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key (env: WA_OUTBOX_REDIS_PREFIX; default wa-outbox).")
+    var redisPrefix: String?
 
     func run() async throws {
         let logger = makeLogger("wa-outbox.worker")
@@ -46,10 +55,19 @@ struct WorkerCommand: AsyncParsableCommand {
 
         let db = try database.database(connections: 6, logger: logger)
         let sim = try WhatsAppSimulator(configuration: simulator.configuration, deliveryLog: simDeliveryLog.map { URL(fileURLWithPath: $0) })
-        let engines = EngineDirectory(database: db, simulator: sim,
-                                      requestTimeout: .milliseconds(setting(requestTimeoutMilliseconds, "WA_OUTBOX_REQUEST_TIMEOUT_MS", 30_000)))
+        let requestTimeout = Duration.milliseconds(setting(requestTimeoutMilliseconds, "WA_OUTBOX_REQUEST_TIMEOUT_MS", 30_000))
+        let engines = EngineDirectory(database: db, simulator: sim, requestTimeout: requestTimeout, defaultLimits: limits.defaults)
+        var coordinator: Coordinator?
+        if let url = redisURL ?? environment["REDIS_URL"], !url.isEmpty {
+            let redis = RedisDatabase(configuration: try RedisConfiguration(url: url), maxConnections: 4, logger: logger)
+            // A dispatch lock must outlive the longest dispatch.
+            coordinator = Coordinator(redis: redis, prefix: setting(redisPrefix, "WA_OUTBOX_REDIS_PREFIX", "wa-outbox"),
+                                      lockTTL: requestTimeout + .seconds(5), logger: logger)
+        } else {
+            logger.warning("no REDIS_URL: running without rate limits, pacing or dispatch locks")
+        }
         let worker = Worker(configuration: configuration, database: db, listenerConfiguration: try database.configuration(),
-                            engines: engines, logger: logger)
+                            engines: engines, coordinator: coordinator, logger: logger)
         // --exit-when-idle makes the worker return by itself: that ends the group normally.
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [.init(service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup)],

@@ -9,9 +9,12 @@ import TestSupport
 @Suite("Worker processes against the HTTP simulator", .serialized)
 struct MultiProcessTests {
     static let sessions = (0..<50).map { "s\($0)" }
+    /// Limits high enough never to bind, so these runs measure the outbox itself (Redis is still used).
+    static let unlimited = ["--rate-per-second", "100000", "--burst", "100000", "--pacing", "off"]
 
     func workerArguments(_ fixture: Fixture, _ extra: [String] = []) -> [String] {
-        ["worker", "--database-url", fixture.url, "--exit-when-idle", "--poll-interval-ms", "200", "--request-timeout-ms", "5000"] + extra
+        ["worker", "--database-url", fixture.url, "--exit-when-idle", "--poll-interval-ms", "200", "--request-timeout-ms", "5000"]
+            + Self.unlimited + extra
     }
 
     /// Every job of the run has exactly one final event, and every job succeeded.
@@ -86,7 +89,7 @@ struct MultiProcessTests {
         let simulator = try await HTTPSimulator.start(["--sim-latency-ms", "20"])
         try await fixture.addSessions(Self.sessions, engine: "wuzapi", url: simulator.baseURL)
         try await fixture.enqueueTexts(count: 5_000, sessions: Self.sessions, chatsPerSession: 10)
-        let worker = try OutboxProcess(["worker", "--database-url", fixture.url, "--grace-ms", "5000", "--poll-interval-ms", "200"])
+        let worker = try OutboxProcess(["worker", "--database-url", fixture.url, "--grace-ms", "5000", "--poll-interval-ms", "200"] + Self.unlimited)
         while try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") < 500 {
             try await Task.sleep(for: .milliseconds(20))
         }

@@ -179,7 +179,8 @@ struct WorkerTests {
             var configuration = WorkerConfiguration(name: "hot")
             configuration.pollInterval = .milliseconds(50)
             let worker = Worker(configuration: configuration, database: fixture.database, listenerConfiguration: PostgresConfiguration(fixture.url),
-                                engines: EngineDirectory(database: fixture.database, simulator: try WhatsAppSimulator()), logger: TestEnvironment.logger)
+                                engines: EngineDirectory(database: fixture.database, simulator: try WhatsAppSimulator()), coordinator: nil,
+                                logger: TestEnvironment.logger)
             let start = ContinuousClock.now
             async let running: Void = worker.run()
             while try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE session_id LIKE 'c%' AND state <> 'succeeded'") > 0 {

@@ -13,6 +13,9 @@ import PostgresClient
 /// - **Per-session cap across all workers.** Candidate sessions are locked with `FOR UPDATE SKIP
 ///   LOCKED` and `in_flight < max_in_flight` is rechecked on the locked row, so two workers never
 ///   overfill one session; a worker skips sessions another is claiming instead of waiting.
+/// - **No session starves another.** The candidate scan skips lanes of sessions that cannot run
+///   (at their cap, paused, or waiting out a rate limit until `not_before`), so a session with
+///   thousands of ready chats cannot fill the window.
 /// - **No double claim.** Lanes and sessions are row-locked by the claim and updated in the same
 ///   statement, so a job is handed to one worker at a time.
 /// A head that is not yet due (scheduled, or a stale ready time) is not taken; its lane's ready
@@ -22,9 +25,11 @@ public enum ClaimQuery {
         let rows = try await connection.query("""
             WITH candidate_sessions AS (
                 SELECT DISTINCT session_id FROM (
-                    SELECT session_id FROM wa_outbox.lanes
-                    WHERE ready_at <= now()
-                    ORDER BY ready_at
+                    SELECT l.session_id FROM wa_outbox.lanes l
+                    JOIN wa_outbox.sessions s ON s.id = l.session_id
+                    WHERE l.ready_at <= now()
+                      AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
+                    ORDER BY l.ready_at
                     LIMIT \(limit * 4)
                 ) ready
             ),
@@ -32,7 +37,7 @@ public enum ClaimQuery {
                 SELECT s.id, s.max_in_flight - s.in_flight AS free
                 FROM wa_outbox.sessions s
                 WHERE s.id IN (SELECT session_id FROM candidate_sessions)
-                  AND s.state = 'active' AND s.in_flight < s.max_in_flight
+                  AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
                 ORDER BY s.id
                 FOR UPDATE SKIP LOCKED
             ),

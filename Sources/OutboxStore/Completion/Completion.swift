@@ -19,7 +19,8 @@ public struct Completion: Sendable {
 }
 
 /// Writes many completions in one statement: job states, their `message.status` events, their
-/// lanes and their sessions' in-flight counts, all in one transaction.
+/// lanes and their sessions' in-flight counts, all in one transaction. A deferral for a session-wide
+/// reason (rate limit, session offline) also holds the whole session back until it may go again.
 ///
 /// Fencing: a row is written only while the job is still `running` under the same worker and
 /// attempt. A worker that stalled past its lease, whose job was handed to another worker, finds
@@ -91,8 +92,12 @@ public enum CompletionQuery {
                 WHERE l.session_id = c.session_id AND l.chat = c.chat
             ),
             sessions_done AS (
-                UPDATE wa_outbox.sessions s SET in_flight = greatest(s.in_flight - c.n, 0)
-                FROM (SELECT session_id, count(*)::int AS n FROM updated GROUP BY session_id) c
+                UPDATE wa_outbox.sessions s SET
+                    in_flight = greatest(s.in_flight - c.n, 0),
+                    not_before = greatest(s.not_before, coalesce(c.wait_until, '-infinity'))
+                FROM (SELECT session_id, count(*)::int AS n,
+                             max(available_at) FILTER (WHERE outcome = 'defer' AND error_code IN ('rate_limited', 'session_unavailable')) AS wait_until
+                      FROM updated GROUP BY session_id) c
                 WHERE s.id = c.session_id
             )
             SELECT id FROM updated
