@@ -45,7 +45,7 @@ let package = Package(
         ),
         .target(
             name: "RedisClient",
-            dependencies: ["CHiredis", "ConnectionKit", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CHiredis", "ConnectionKit", .product(name: "Logging", package: "swift-log"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         // The domain: jobs, payloads, error codes and the retry policy. Pure Swift, no I/O.
@@ -75,13 +75,13 @@ let package = Package(
         // A WhatsApp that keeps WhatsApp's rules: in-process, and over HTTP in wuzapi's dialect.
         .target(
             name: "Simulator",
-            dependencies: ["Engines", "OutboxCore", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["Engines", "OutboxCore", .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         // The worker loop: claim, dispatch, complete, heartbeat, rescue, shutdown.
         .target(
             name: "Worker",
-            dependencies: ["OutboxCore", "OutboxStore", "Engines", "Simulator", "Coordination", "PostgresClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OutboxCore", "OutboxStore", "Engines", "Simulator", "Coordination", "PostgresClient", .product(name: "Logging", package: "swift-log"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import CHiredis
 import ConnectionKit
 import Logging
@@ -193,12 +194,12 @@ public actor RedisConnection: PooledConnection {
 /// A Lua script, remembered by its SHA once Redis has loaded it.
 public final class RedisScript: Sendable {
     public let source: String
-    private let cachedSHA = Mutex<String?>(nil)
+    private let cachedSHA = NIOLockedValueBox<String?>(nil)
 
     public init(_ source: String) { self.source = source }
 
     var sha: String? {
-        get { cachedSHA.withLock { $0 } }
-        set { cachedSHA.withLock { $0 = newValue } }
+        get { cachedSHA.withLockedValue { $0 } }
+        set { cachedSHA.withLockedValue { $0 = newValue } }
     }
 }

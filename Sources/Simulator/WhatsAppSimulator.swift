@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Engines
 import Foundation
 import OutboxCore
@@ -81,7 +82,7 @@ public final class WhatsAppSimulator: Sendable {
         var pendingLines: [UInt8] = []
     }
 
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     public init(configuration: SimulatorConfiguration = SimulatorConfiguration(), deliveryLog: URL? = nil) throws {
         self.configuration = configuration
@@ -90,7 +91,7 @@ public final class WhatsAppSimulator: Sendable {
             FileManager.default.createFile(atPath: deliveryLog.path, contents: nil)
             initial.log = try FileHandle(forWritingTo: deliveryLog)
         }
-        self.state = Mutex(initial)
+        self.state = NIOLockedValueBox(initial)
     }
 
     public struct Stats: Sendable, Codable, Equatable {
@@ -101,20 +102,20 @@ public final class WhatsAppSimulator: Sendable {
     }
 
     public var stats: Stats {
-        state.withLock { Stats(delivered: $0.delivered, suppressedDuplicates: $0.suppressedDuplicates, edits: $0.edits, revokes: $0.revokes) }
+        state.withLockedValue { Stats(delivered: $0.delivered, suppressedDuplicates: $0.suppressedDuplicates, edits: $0.edits, revokes: $0.revokes) }
     }
 
     public func setStatus(_ status: EngineSessionStatus, session: String) {
-        state.withLock { $0.sessionStates[session] = status }
+        state.withLockedValue { $0.sessionStates[session] = status }
     }
 
     public func status(session: String) -> EngineSessionStatus {
-        state.withLock { $0.sessionStates[session] ?? .connected }
+        state.withLockedValue { $0.sessionStates[session] ?? .connected }
     }
 
     /// Writes buffered delivery-log lines.
     public func flush() {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard let log = state.log, !state.pendingLines.isEmpty else { return }
             log.write(Data(state.pendingLines))
             state.pendingLines.removeAll(keepingCapacity: true)
@@ -127,22 +128,23 @@ public final class WhatsAppSimulator: Sendable {
         let roll = Double.random(in: 0..<1)
         if roll < configuration.transientFailureRate { throw .transient }
         let ambiguous = roll < configuration.transientFailureRate + configuration.ambiguousTimeoutRate
-        let receipt = try state.withLock { state throws(SimulatorError) -> EngineReceipt in
+        let result = state.withLockedValue { state -> Result<EngineReceipt, SimulatorError> in
             switch state.sessionStates[session] ?? .connected {
-            case .restricted: throw .restricted
-            case .disconnected, .connecting: throw .notConnected
+            case .restricted: return .failure(.restricted)
+            case .disconnected, .connecting: return .failure(.notConnected)
             case .connected: break
             }
             if let limit = configuration.rateLimitPerSecond {
                 let second = Int64(now.timeIntervalSince1970)
                 var window = state.rateWindow[session] ?? (second, 0)
                 if window.second != second { window = (second, 0) }
-                guard window.count < limit else { throw .rateOverlimit }
+                guard window.count < limit else { return .failure(.rateOverlimit) }
                 window.count += 1
                 state.rateWindow[session] = window
             }
-            return try apply(operation, session: session, now: now, state: &state)
+            return Result { () throws(SimulatorError) in try apply(operation, session: session, now: now, state: &state) }
         }
+        let receipt = try result.get()
         if ambiguous { throw .ambiguousTimeout }
         return receipt
     }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Coordination
 import Engines
 import Foundation
@@ -23,7 +24,7 @@ public final class EngineDirectory: Sendable {
     private let simulator: WhatsAppSimulator
     private let requestTimeout: Duration
     private let defaultLimits: SessionLimits
-    private let cache = Mutex<[String: (context: SessionContext, loaded: ContinuousClock.Instant)]>([:])
+    private let cache = NIOLockedValueBox<[String: (context: SessionContext, loaded: ContinuousClock.Instant)]>([:])
     private static let ttl: Duration = .seconds(30)
 
     public init(database: PostgresDatabase, simulator: WhatsAppSimulator, requestTimeout: Duration = .seconds(30),
@@ -36,7 +37,7 @@ public final class EngineDirectory: Sendable {
 
     public func context(for session: String) async throws(DispatchFailure) -> SessionContext {
         let now = ContinuousClock.now
-        if let cached = cache.withLock({ $0[session] }), now - cached.loaded < Self.ttl { return cached.context }
+        if let cached = cache.withLockedValue({ $0[session] }), now - cached.loaded < Self.ttl { return cached.context }
         let found: SessionRecord?
         do {
             found = try await SessionRegistry.find(session, in: database)
@@ -53,7 +54,7 @@ public final class EngineDirectory: Sendable {
         limits.hourlyBudget = record.hourlyBudget ?? limits.hourlyBudget
         limits.dailyBudget = record.dailyBudget ?? limits.dailyBudget
         let context = SessionContext(engine: try makeEngine(record), limits: limits)
-        cache.withLock { $0[session] = (context, now) }
+        cache.withLockedValue { $0[session] = (context, now) }
         return context
     }
 

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// A wake-up signal that coalesces: many `signal()`s while nobody waits wake one `wait`.
@@ -8,10 +9,10 @@ final class Wakeup: Sendable {
         var generation = 0
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     func signal() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             if let waiter = state.waiter {
                 state.waiter = nil
                 return waiter
@@ -25,7 +26,7 @@ final class Wakeup: Sendable {
     /// Returns on the next signal (or a pending one), or after `timeout`.
     func wait(timeout: Duration) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let generation = state.withLock { state -> Int? in
+            let generation = state.withLockedValue { state -> Int? in
                 if state.pending {
                     state.pending = false
                     return nil
@@ -37,7 +38,7 @@ final class Wakeup: Sendable {
             guard let generation else { return continuation.resume() }
             Task {
                 try? await Task.sleep(for: timeout)
-                let expired = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+                let expired = self.state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
                     guard state.generation == generation, let waiter = state.waiter else { return nil }
                     state.waiter = nil
                     return waiter

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Coordination
 import Engines
 import Foundation
@@ -58,7 +59,7 @@ public final class Worker: Sendable {
         var dispatched = 0
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let wakeup = Wakeup()
     private let flushNeeded = Wakeup()
     private let idle = Wakeup()
@@ -78,12 +79,12 @@ public final class Worker: Sendable {
 
     /// Begins a graceful shutdown; `run()` returns when it is done.
     public func shutdown() {
-        state.withLock { $0.stopping = true }
+        state.withLockedValue { $0.stopping = true }
         wakeup.signal()
     }
 
     /// Jobs this worker has finished dispatching (for progress lines).
-    public var dispatchedCount: Int { state.withLock { $0.dispatched } }
+    public var dispatchedCount: Int { state.withLockedValue { $0.dispatched } }
 
     public func run() async throws {
         try await database.withConnection { connection in
@@ -109,8 +110,8 @@ public final class Worker: Sendable {
     // MARK: Claiming
 
     private func claimLoop(_ group: inout ThrowingDiscardingTaskGroup<any Error>) async throws {
-        while !state.withLock({ $0.stopping }) {
-            let free = configuration.concurrency - state.withLock { $0.inFlight }
+        while !state.withLockedValue({ $0.stopping }) {
+            let free = configuration.concurrency - state.withLockedValue { $0.inFlight }
             var claimed: [ClaimedJob] = []
             var requested = 0
             if free > 0 {
@@ -127,7 +128,7 @@ public final class Worker: Sendable {
                 }
             }
             if claimed.count == requested && requested > 0 { continue }
-            if configuration.exitWhenIdle, claimed.isEmpty, state.withLock({ $0.inFlight == 0 && $0.completions.isEmpty }),
+            if configuration.exitWhenIdle, claimed.isEmpty, state.withLockedValue({ $0.inFlight == 0 && $0.completions.isEmpty }),
                try await !hasPendingWork() {
                 logger.info("queue drained; exiting")
                 shutdown()
@@ -143,7 +144,7 @@ public final class Worker: Sendable {
             let refused = try await Preflight.check(jobs, on: connection)
             return (jobs, refused)
         }
-        state.withLock { state in
+        state.withLockedValue { state in
             state.inFlight += jobs.count
             for job in jobs { state.running[job.id] = job }
         }
@@ -214,7 +215,7 @@ public final class Worker: Sendable {
     }
 
     private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil) {
-        let accepted = state.withLock { state -> Bool in
+        let accepted = state.withLockedValue { state -> Bool in
             guard state.running.removeValue(forKey: job.id) != nil else { return false }
             state.inFlight -= 1
             if case .defer_ = outcome {} else { state.dispatched += 1 }
@@ -241,7 +242,7 @@ public final class Worker: Sendable {
 
     /// Writes all buffered completions in one statement; on failure keeps them and tries again.
     private func flush() async {
-        let (batch, locks) = state.withLock { state -> ([Completion], [MessageLock]) in
+        let (batch, locks) = state.withLockedValue { state -> ([Completion], [MessageLock]) in
             defer {
                 state.completions.removeAll(keepingCapacity: true)
                 state.locks.removeAll(keepingCapacity: true)
@@ -279,10 +280,10 @@ public final class Worker: Sendable {
     /// back what is left, and write every completion.
     private func drain() async {
         let deadline = ContinuousClock.now + configuration.gracePeriod
-        while state.withLock({ $0.inFlight > 0 }) && ContinuousClock.now < deadline {
+        while state.withLockedValue({ $0.inFlight > 0 }) && ContinuousClock.now < deadline {
             await idle.wait(timeout: .milliseconds(50))
         }
-        let leftovers = state.withLock { state -> [ClaimedJob] in Array(state.running.values) }
+        let leftovers = state.withLockedValue { state -> [ClaimedJob] in Array(state.running.values) }
         for job in leftovers {
             finish(job, .defer_(after: .zero, code: .engineError, message: "worker shut down before the dispatch finished"))
         }
@@ -298,7 +299,7 @@ public final class Worker: Sendable {
         while !Task.isCancelled {
             guard (try? await Task.sleep(for: configuration.lease / 3)) != nil else { return }
             do {
-                let inFlight = state.withLock { $0.inFlight }
+                let inFlight = state.withLockedValue { $0.inFlight }
                 let alive = try await database.withConnection { connection in
                     try await WorkerRegistry.heartbeat(id: id, lease: configuration.lease, inFlight: inFlight, on: connection)
                 }
