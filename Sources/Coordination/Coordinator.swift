@@ -163,13 +163,14 @@ public final class Coordinator: Sendable {
 
     // KEYS: lock, rate (GCRA theoretical arrival time), pace (next allowed), hourly and daily counters.
     // ARGV: token, lock ttl ms, emission interval ms, burst, gap ms (0: no pacing), hourly, daily budget (0: none).
-    // Returns {0, 0} when granted, else {reason, wait ms}: 1 locked, 2 rate, 3 pacing, 4 budget.
+    // Returns {0, 0} when granted, else {reason, wait ms}: 1 locked (look again within a second),
+    // 2 rate, 3 pacing, 4 budget.
     static let admitScript = RedisScript("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local holder = redis.call('GET', KEYS[1])
         if holder and holder ~= ARGV[1] then
-            return {1, math.max(redis.call('PTTL', KEYS[1]), 1)}
+            return {1, math.min(math.max(redis.call('PTTL', KEYS[1]), 1), 1000)}
         end
         local reason, wait = 0, 0
         local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])

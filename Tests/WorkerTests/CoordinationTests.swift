@@ -1,0 +1,186 @@
+import Coordination
+import Foundation
+import OutboxCore
+import OutboxStore
+import PostgresClient
+import RedisClient
+import Simulator
+import Testing
+import TestSupport
+import Worker
+
+/// Shared limits, pacing and dispatch locks on a real Redis.
+@Suite("Redis coordination", .serialized)
+struct CoordinationTests {
+    /// A coordinator on the shared Redis, with a key prefix of the test's own.
+    func coordinator(_ url: String? = nil, lockTTL: Duration = .seconds(10)) throws -> Coordinator {
+        let redis = RedisDatabase(configuration: try RedisConfiguration(url: url ?? TestEnvironment.redisURL()), maxConnections: 4, logger: TestEnvironment.logger)
+        return Coordinator(redis: redis, prefix: "test-\(UUID().uuidString.prefix(8))", lockTTL: lockTTL, logger: TestEnvironment.logger)
+    }
+
+    @Test func rateLimitHoldsAcrossThreeWorkerProcesses() async throws {
+        let fixture = try await Fixture.make()
+        let simulator = try await HTTPSimulator.start()
+        var session = SessionRecord(id: "limited", org: "org1", engine: "wuzapi", engineURL: simulator.baseURL, maxInFlight: 3)
+        session.ratePerSecond = 20
+        session.burst = 5
+        session.pacing = false
+        try await SessionRegistry.upsert(session, in: fixture.database)
+        try await fixture.enqueueTexts(count: 300, sessions: ["limited"], chatsPerSession: 30)
+        let prefix = "rate-\(UUID().uuidString.prefix(8))"
+        let started = Date()
+        let workers = try (0..<3).map { _ in
+            try OutboxProcess(["worker", "--database-url", fixture.url, "--exit-when-idle", "--poll-interval-ms", "100", "--redis-prefix", prefix])
+        }
+        for worker in workers {
+            let status = await worker.exitStatus()
+            #expect(status == 0, "worker exited \(status): \(worker.stderr.suffix(2000))")
+        }
+        let took = Date().timeIntervalSince(started)
+        let times = try await simulator.deliveries().map(\.time).sorted()
+        #expect(times.count == 300)
+        // The busiest one-second window, sliding over every delivery.
+        var busiest = 0
+        var start = 0
+        for end in times.indices {
+            while times[end] - times[start] >= 1.0 { start += 1 }
+            busiest = max(busiest, end - start + 1)
+        }
+        print("rate limit 20/s burst 5: 300 sends in \(String(format: "%.1f", took)) s, busiest second \(busiest)")
+        #expect(busiest <= 25)
+        #expect(times.last! - times.first! >= 14)
+        #expect(try await fixture.count("SELECT sum(attempts)::int8 FROM wa_outbox.jobs") == 300)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE status IN ('retrying', 'failed')") == 0)
+        await simulator.stop()
+        await fixture.close()
+    }
+
+    @Test func pacingKeepsAJitteredGapBetweenDispatches() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["paced"], maxInFlight: 5)
+        try await fixture.enqueueTexts(count: 30, sessions: ["paced"], chatsPerSession: 10)
+        let log = try TestEnvironment.scratchDirectory("pace").appendingPathComponent("log.jsonl")
+        let simulator = try WhatsAppSimulator(deliveryLog: log)
+        let limits = SessionLimits(ratePerSecond: 1_000, burst: 1_000, pacing: true, minGapMilliseconds: 100, maxGapMilliseconds: 200)
+        try await fixture.drain(simulator: simulator, coordinator: try coordinator(), limits: limits)
+        simulator.flush()
+        let times = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+            .map { try JSONDecoder().decode(Delivery.self, from: Data($0.utf8)).time }.sorted()
+        #expect(times.count == 30)
+        let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
+        print("pacing 100-200 ms: gaps from \(gaps.min()!) to \(gaps.max()!) s")
+        #expect(gaps.allSatisfy { $0 >= 0.099 })
+        #expect(Set(gaps.map { Int($0 * 1000) }).count > 5, "gaps should vary")
+        #expect(try await fixture.count("SELECT sum(attempts)::int8 FROM wa_outbox.jobs") == 30)
+        await fixture.close()
+    }
+
+    @Test func aRedisOutagePausesDispatchAndLosesNothing() async throws {
+        let redisServer = try await PrivateServer.start(.redis)
+        let fixture = try await Fixture.make()
+        let sessions = (0..<10).map { "r\($0)" }
+        try await fixture.addSessions(sessions)
+        try await fixture.enqueueTexts(count: 600, sessions: sessions, chatsPerSession: 3)
+        let log = try TestEnvironment.scratchDirectory("outage").appendingPathComponent("log.jsonl")
+        var configuration = SimulatorConfiguration()
+        configuration.latency = .milliseconds(20)
+        let simulator = try WhatsAppSimulator(configuration: configuration, deliveryLog: log)
+        let limits = SessionLimits(ratePerSecond: 10_000, burst: 10_000, pacing: false)
+        let coordinator = try coordinator(redisServer.url)
+        async let drained = fixture.drain(simulator: simulator, coordinator: coordinator, limits: limits)
+
+        while try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") < 100 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try await redisServer.stop()
+        let stopped = Date()
+        try await Task.sleep(for: .seconds(10))
+        let restarted = Date()
+        try await redisServer.start()
+        _ = try await drained
+        simulator.flush()
+
+        let times = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+            .map { try JSONDecoder().decode(Delivery.self, from: Data($0.utf8)).time }
+        // Dispatches already past the gate when Redis stopped may land in the first 100 ms.
+        let duringOutage = times.filter { $0 > stopped.timeIntervalSince1970 + 0.1 && $0 < restarted.timeIntervalSince1970 }
+        #expect(duringOutage.isEmpty, "\(duringOutage.count) sends dispatched while Redis was down")
+        #expect(times.count == 600)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") == 600)
+        #expect(try await fixture.count("SELECT sum(attempts)::int8 FROM wa_outbox.jobs") == 600)
+        #expect(coordinator.isAvailable)
+        await fixture.close()
+        await redisServer.destroy()
+    }
+
+    @Test func twoWorkersOnOneJobDispatchItOnce() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["s"])
+        let sent = try await Outbox.enqueue(EnqueueRequest(org: "org1", session: "s", kind: .send,
+                                                           payload: #"{"type":"text","chat":"4915112345678@s.whatsapp.net","text":"once"}"#),
+                                            in: fixture.database)
+        let coordinator = try coordinator()
+        let limits = SessionLimits(ratePerSecond: 1_000, burst: 1_000, pacing: false)
+        // A stalled worker A is mid-dispatch: it holds the message's lock, and its lease in
+        // PostgreSQL has just been handed to worker B (the job is queued again).
+        guard case .granted(let tokenA) = await coordinator.admit(session: "s", messageID: sent.waMessageId, limits: limits) else {
+            Issue.record("worker A should get the lock"); return
+        }
+        let simulator = try WhatsAppSimulator()
+        async let workerB = fixture.drain(simulator: simulator, coordinator: coordinator, limits: limits)
+        try await Task.sleep(for: .seconds(1))
+        // B has claimed the job and is being deferred: nothing dispatched while A holds the lock.
+        #expect(simulator.stats.delivered == 0)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE error_code = 'dispatch_in_progress'") == 1)
+        // A delivers its copy and lets go; B then dispatches with the same id, which is suppressed.
+        _ = try await simulator.perform(.send(id: sent.waMessageId, chat: "4915112345678@s.whatsapp.net", content: .text("once")), session: "s")
+        await coordinator.release([MessageLock(session: "s", messageID: sent.waMessageId, token: tokenA)])
+        _ = try await workerB
+        #expect(simulator.stats.delivered == 1)
+        #expect(try await fixture.count("SELECT attempts::int8 FROM wa_outbox.jobs") == 1)
+        await fixture.close()
+    }
+
+    @Test func redisMemoryStaysBoundedAfterManySessions() async throws {
+        let coordinator = try coordinator(lockTTL: .seconds(2))
+        let limits = SessionLimits(ratePerSecond: 1_000, burst: 10, pacing: true, minGapMilliseconds: 1, maxGapMilliseconds: 5)
+        func keys() async throws -> Int {
+            var cursor = "0"
+            var count = 0
+            repeat {
+                let reply = try await coordinator.redis.send("SCAN", cursor, "MATCH", "\(coordinator.prefix):*", "COUNT", 10_000)
+                cursor = reply.array?[0].string ?? "0"
+                count += reply.array?[1].array?.count ?? 0
+            } while cursor != "0"
+            return count
+        }
+        func memory() async throws -> Int {
+            let info = try await coordinator.redis.send("INFO", "memory").string ?? ""
+            return info.split(separator: "\r\n").first { $0.hasPrefix("used_memory:") }.flatMap { Int($0.dropFirst("used_memory:".count)) } ?? 0
+        }
+        let before = try await memory()
+        // 100,000 jobs over 10,000 sessions: each admitted, then released as a worker would.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    for job in stride(from: worker, to: 100_000, by: 8) {
+                        let session = "session-\(job % 10_000)"
+                        if case .granted(let token) = await coordinator.admit(session: session, messageID: "3EB0\(job)", limits: limits) {
+                            await coordinator.release([MessageLock(session: session, messageID: "3EB0\(job)", token: token)])
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let peakKeys = try await keys()
+        let peakMemory = try await memory()
+        try await Task.sleep(for: .seconds(3))
+        let afterKeys = try await keys()
+        let afterMemory = try await memory()
+        print("redis keys: \(peakKeys) right after 100,000 jobs over 10,000 sessions, \(afterKeys) once TTLs passed; used_memory \(before) -> \(peakMemory) -> \(afterMemory) bytes")
+        #expect(peakKeys > 0)
+        #expect(afterKeys == 0)
+        #expect(afterMemory < before + 1_000_000)
+    }
+}
