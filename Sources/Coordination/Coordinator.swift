@@ -36,7 +36,7 @@ public struct MessageLock: Sendable, Hashable {
 
 /// Shared rate limits, anti-ban pacing and dispatch locks, kept in Redis for every process.
 ///
-/// - One round trip per dispatch: a Lua script (EVALSHA) checks the message's dispatch lock, the
+/// - One round trip per claimed batch: a Lua script (EVALSHA, pipelined for the batch) checks the message's dispatch lock, the
 ///   session's GCRA rate limit, its pacing gap and its hourly and daily budgets, and only if all
 ///   pass takes the lock and consumes from each. Time comes from Redis, so machines with skewed
 ///   clocks agree.
@@ -64,34 +64,69 @@ public final class Coordinator: Sendable {
 
     func key(_ session: String, _ suffix: String) -> String { "\(prefix):{s:\(session)}:\(suffix)" }
 
+    /// One dispatch to admit.
+    public struct Request: Sendable {
+        public var session: String
+        public var messageID: String
+        public var limits: SessionLimits
+
+        public init(session: String, messageID: String, limits: SessionLimits) {
+            self.session = session
+            self.messageID = messageID
+            self.limits = limits
+        }
+    }
+
     /// The gate before a dispatch: see the type's documentation.
     public func admit(session: String, messageID: String, limits: SessionLimits) async -> Admission {
-        let token = UUID().uuidString
-        let keys: [any RedisArgument] = [
-            key(session, "lock:\(messageID)"), key(session, "rate"), key(session, "pace"),
-            key(session, "budget:h"), key(session, "budget:d"),
-        ]
-        let arguments: [any RedisArgument] = [
-            token, Int(lockTTL.milliseconds), 1_000 / max(limits.ratePerSecond, 0.001), max(limits.burst, 1),
-            limits.nextGapMilliseconds(), limits.hourlyBudget ?? 0, limits.dailyBudget ?? 0,
-        ]
+        await admit([Request(session: session, messageID: messageID, limits: limits)])[0]
+    }
+
+    /// The gate for a whole claimed batch: every request's script call is pipelined, so a batch
+    /// costs one round trip. Requests are decided in order, so two for one session share its limit.
+    public func admit(_ requests: [Request]) async -> [Admission] {
+        guard !requests.isEmpty else { return [] }
+        let tokens = requests.map { _ in UUID().uuidString }
         do {
-            let reply = try await redis.evaluate(Self.admitScript, keys: keys, arguments: arguments)
+            var replies = try await redis.pipeline(admitCommands(requests, tokens: tokens, sha: Self.admitScript.sha ?? ""))
+            if Self.admitScript.sha == nil || replies.contains(where: { if case .error(let text) = $0 { text.hasPrefix("NOSCRIPT") } else { false } }) {
+                // First use on this server, or after SCRIPT FLUSH: load it and ask again.
+                try await redis.loadScript(Self.admitScript)
+                replies = try await redis.pipeline(admitCommands(requests, tokens: tokens, sha: Self.admitScript.sha ?? ""))
+            }
             markAvailable(true)
-            guard let values = reply.array, values.count == 2, let code = values[0].int, let wait = values[1].int else {
-                return .wait(.seconds(1), reason: .coordinationUnavailable)
-            }
-            let delay = Duration.milliseconds(max(wait, 1))
-            switch code {
-            case 0: return .granted(token: token)
-            case 1: return .wait(delay, reason: .dispatchInProgress)
-            case 2: return .wait(delay, reason: .rateLimited)
-            case 3: return .wait(delay, reason: .pacing)
-            default: return .wait(delay, reason: .budgetExhausted)
-            }
+            return zip(replies, tokens).map { reply, token in Self.admission(reply, token: token) }
         } catch {
             markAvailable(false, error)
+            return requests.map { _ in .wait(.seconds(1), reason: .coordinationUnavailable) }
+        }
+    }
+
+    private func admitCommands(_ requests: [Request], tokens: [String], sha: String) -> [RedisCommand] {
+        zip(requests, tokens).map { request, token in
+            let session = request.session
+            let limits = request.limits
+            return RedisCommand("EVALSHA", [
+                sha, 5,
+                key(session, "lock:\(request.messageID)"), key(session, "rate"), key(session, "pace"),
+                key(session, "budget:h"), key(session, "budget:d"),
+                token, Int(lockTTL.milliseconds), 1_000 / max(limits.ratePerSecond, 0.001), max(limits.burst, 1),
+                limits.nextGapMilliseconds(), limits.hourlyBudget ?? 0, limits.dailyBudget ?? 0,
+            ])
+        }
+    }
+
+    private static func admission(_ reply: RedisValue, token: String) -> Admission {
+        guard let values = reply.array, values.count == 2, let code = values[0].int, let wait = values[1].int else {
             return .wait(.seconds(1), reason: .coordinationUnavailable)
+        }
+        let delay = Duration.milliseconds(max(wait, 1))
+        switch code {
+        case 0: return .granted(token: token)
+        case 1: return .wait(delay, reason: .dispatchInProgress)
+        case 2: return .wait(delay, reason: .rateLimited)
+        case 3: return .wait(delay, reason: .pacing)
+        default: return .wait(delay, reason: .budgetExhausted)
         }
     }
 

@@ -13,6 +13,18 @@ public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
         self.binds = binds
     }
 
+    /// Appends `sql` followed by one more parameter, for queries assembled piece by piece
+    /// (optional filters). The value is bound, never spliced into the text.
+    public mutating func append(_ sql: String, _ value: some PostgresEncodable) {
+        binds.append(value.postgresBind)
+        self.sql += sql + "$\(binds.count)"
+    }
+
+    /// Appends text with no parameter.
+    public mutating func append(_ sql: String) {
+        self.sql += sql
+    }
+
     public init(stringLiteral value: String) {
         self.init(value)
     }

@@ -127,7 +127,9 @@ public actor RedisConnection: PooledConnection {
         }
     }
 
-    private func load(_ script: RedisScript) throws -> String {
+    /// Loads a script (SCRIPT LOAD) and remembers its SHA, for callers that pipeline EVALSHA.
+    @discardableResult
+    public func load(_ script: RedisScript) throws -> String {
         guard let sha = try send(RedisCommand("SCRIPT", ["LOAD", script.source])).string else {
             throw RedisError(kind: .unexpectedReply, message: "SCRIPT LOAD returned no sha")
         }
@@ -198,7 +200,8 @@ public final class RedisScript: Sendable {
 
     public init(_ source: String) { self.source = source }
 
-    var sha: String? {
+    /// The SHA once Redis has loaded the script through this process.
+    public internal(set) var sha: String? {
         get { cachedSHA.withLockedValue { $0 } }
         set { cachedSHA.withLockedValue { $0 = newValue } }
     }

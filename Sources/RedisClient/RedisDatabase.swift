@@ -31,6 +31,10 @@ public struct RedisDatabase: Sendable {
         try await pool.withConnection { try await $0.evaluate(script, keys: keys, arguments: arguments) }
     }
 
+    public func loadScript(_ script: RedisScript) async throws {
+        try await pool.withConnection { try await $0.load(script) }
+    }
+
     public func close() async {
         await pool.close()
     }

@@ -123,8 +123,8 @@ public final class Worker: Sendable {
                     await wakeup.wait(timeout: configuration.pollInterval)
                     continue
                 }
-                for job in claimed {
-                    group.addTask { await self.dispatch(job) }
+                for (job, operation, context, lock) in await admit(claimed) {
+                    group.addTask { await self.dispatch(job, operation, context, lock: lock) }
                 }
             }
             if claimed.count == requested && requested > 0 { continue }
@@ -149,7 +149,7 @@ public final class Worker: Sendable {
             for job in jobs { state.running[job.id] = job }
         }
         for (jobID, outcome) in refused {
-            if let job = jobs.first(where: { $0.id == jobID }) { finish(job, outcome) }
+            if let job = jobs.first(where: { $0.id == jobID }) { report(job, outcome) }
         }
         return jobs.filter { refused[$0.id] == nil }
     }
@@ -164,43 +164,67 @@ public final class Worker: Sendable {
 
     // MARK: Dispatching
 
-    private func dispatch(_ job: ClaimedJob) async {
+    private func logger(for job: ClaimedJob) -> Logger {
         var jobLogger = logger
         jobLogger[metadataKey: "job.id"] = "\(job.id)"
         jobLogger[metadataKey: "session.id"] = "\(job.sessionID)"
         jobLogger[metadataKey: "org.id"] = "\(job.org)"
-        let outcome: Outcome
-        var lock: MessageLock?
-        do {
-            let operation = try WhatsAppOperation(job: job)
-            let session = try await engines.context(for: job.sessionID)
-            if let coordinator {
-                switch await coordinator.admit(session: job.sessionID, messageID: job.waMessageID, limits: session.limits) {
-                case .granted(let token):
-                    lock = MessageLock(session: job.sessionID, messageID: job.waMessageID, token: token)
-                case .wait(let delay, let reason):
-                    // Over a limit: keep the job's place, spend no attempt, write no event.
-                    let code: ErrorCode = reason == .dispatchInProgress ? .dispatchInProgress : .rateLimited
-                    jobLogger.debug("job deferred", metadata: ["reason": "\(reason.rawValue)", "retry_in": "\(delay)"])
-                    finish(job, .defer_(after: delay, code: code, message: reason.rawValue), lock: nil)
-                    return
-                }
+        return jobLogger
+    }
+
+    /// Decodes each claimed job and finds its session, then asks Redis to admit the whole batch in
+    /// one round trip. Jobs that fail to decode fail; jobs over a limit are deferred without
+    /// spending an attempt. Returns what may be dispatched now.
+    private func admit(_ jobs: [ClaimedJob]) async -> [(ClaimedJob, WhatsAppOperation, SessionContext, MessageLock?)] {
+        var ready: [(ClaimedJob, WhatsAppOperation, SessionContext)] = []
+        for job in jobs {
+            do {
+                ready.append((job, try WhatsAppOperation(job: job), try await engines.context(for: job.sessionID)))
+            } catch let error as OutboxError {
+                report(job, .failed(code: error.code, message: error.message))
+            } catch let failure as DispatchFailure {
+                report(job, configuration.retry.outcome(of: failure, attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline))
+            } catch {
+                report(job, configuration.retry.outcome(of: .transient("\(error)"), attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline))
             }
-            _ = try await session.engine.perform(operation, session: job.sessionID)
+        }
+        guard let coordinator else { return ready.map { ($0.0, $0.1, $0.2, nil) } }
+        let admissions = await coordinator.admit(ready.map { Coordinator.Request(session: $0.0.sessionID, messageID: $0.0.waMessageID, limits: $0.2.limits) })
+        var granted: [(ClaimedJob, WhatsAppOperation, SessionContext, MessageLock?)] = []
+        for ((job, operation, context), admission) in zip(ready, admissions) {
+            switch admission {
+            case .granted(let token):
+                granted.append((job, operation, context, MessageLock(session: job.sessionID, messageID: job.waMessageID, token: token)))
+            case .wait(let delay, let reason):
+                // Over a limit: keep the job's place, spend no attempt, write no event.
+                let code: ErrorCode = reason == .dispatchInProgress ? .dispatchInProgress : .rateLimited
+                report(job, .defer_(after: delay, code: code, message: reason.rawValue))
+            }
+        }
+        return granted
+    }
+
+    private func dispatch(_ job: ClaimedJob, _ operation: WhatsAppOperation, _ context: SessionContext, lock: MessageLock?) async {
+        let outcome: Outcome
+        do {
+            _ = try await context.engine.perform(operation, session: job.sessionID)
             outcome = .succeeded
-        } catch let error as OutboxError {
-            outcome = .failed(code: error.code, message: error.message)
-        } catch let failure as DispatchFailure {
+        } catch {
             if Task.isCancelled {
                 // Shut down mid-dispatch: hand the job back without spending its attempt. It may
                 // have been delivered; the retry reuses its message id.
                 outcome = .defer_(after: .zero, code: .engineError, message: "worker shut down during dispatch")
             } else {
-                outcome = configuration.retry.outcome(of: failure, attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline)
+                outcome = configuration.retry.outcome(of: error, attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline)
             }
-        } catch {
-            outcome = configuration.retry.outcome(of: .transient("\(error)"), attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline)
         }
+        report(job, outcome, lock: lock)
+    }
+
+    /// Logs a job's outcome (one line per outcome, with job, session and organization ids) and
+    /// queues its completion.
+    private func report(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil) {
+        let jobLogger = logger(for: job)
         switch outcome {
         case .succeeded:
             jobLogger.debug("job dispatched", metadata: ["job.kind": "\(job.kind.rawValue)", "attempt": "\(job.attempt)"])
@@ -220,7 +244,9 @@ public final class Worker: Sendable {
             state.inFlight -= 1
             if case .defer_ = outcome {} else { state.dispatched += 1 }
             state.completions.append(Completion(jobID: job.id, attempt: job.attempt, workerID: id, outcome: outcome))
-            if let lock { state.locks.append(lock) }
+            // A sent message is never dispatched again: its lock just expires (lockTTL). Locks of
+            // jobs that will run again are released once their completion is written.
+            if let lock, outcome != .succeeded { state.locks.append(lock) }
             return true
         }
         if !accepted, let lock, let coordinator {

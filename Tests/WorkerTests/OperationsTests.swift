@@ -1,0 +1,89 @@
+import Engines
+import Foundation
+import OutboxCore
+import OutboxStore
+import PostgresClient
+import Simulator
+import Testing
+import TestSupport
+
+@Suite("Operators: replay and cancel")
+struct OperationsTests {
+    @Test func replayingAThousandFailedJobsRunsEachOnceAfterTheFix() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["broken", "healthy"])
+        try await fixture.enqueueTexts(count: 1_000, sessions: ["broken"], chatsPerSession: 20)
+        try await fixture.enqueueTexts(count: 50, sessions: ["healthy"], chatsPerSession: 5)
+        let simulator = try WhatsAppSimulator()
+        simulator.setStatus(.restricted, session: "broken")
+        try await fixture.drain(simulator: simulator)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed'") == 1_000)
+
+        var filter = JobFilter()
+        filter.states = [.failed]
+        filter.session = "broken"
+        let plan = try await JobQueries.planReplay(filter, in: fixture.database)
+        #expect(plan.done.count == 1_000)
+        // A dry run is only the plan: nothing changed.
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed'") == 1_000)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.audit") == 0)
+
+        simulator.setStatus(.connected, session: "broken")  // the engine is fixed
+        var replayed: [Int64] = []
+        for start in stride(from: 0, to: plan.done.count, by: 500) {
+            replayed += try await JobQueries.replay(Array(plan.done[start..<min(start + 500, plan.done.count)]),
+                                                    actor: "ops", reason: "account unrestricted", newMessageID: false, in: fixture.database)
+        }
+        #expect(Set(replayed) == Set(plan.done))
+        try await fixture.drain(simulator: simulator)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") == 1_050)
+        #expect(simulator.stats.delivered == 1_050)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.audit WHERE action = 'replay'") == 1_000)
+        let detail = try #require(try await JobQueries.show(replayed[0], in: fixture.database))
+        #expect(detail.audit.map(\.reason) == ["account unrestricted"])
+        #expect(detail.events.map(\.status) == ["queued", "failed", "queued", "sent"])
+        #expect(detail.job.payload == nil)
+        await fixture.close()
+    }
+
+    @Test func replayingASendThatHadArrivedDoesNotDeliverItTwice() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["s"])
+        let sent = try await Outbox.enqueue(EnqueueRequest(org: "org1", session: "s", kind: .send,
+                                                           payload: #"{"type":"text","chat":"4915112345678@s.whatsapp.net","text":"hi"}"#), in: fixture.database)
+        try await fixture.database.query("UPDATE wa_outbox.jobs SET max_attempts = 1")
+        // Delivered, but the answer is lost: with one attempt allowed, the job is marked failed.
+        var configuration = SimulatorConfiguration()
+        configuration.ambiguousTimeoutRate = 1
+        let flaky = try WhatsAppSimulator(configuration: configuration)
+        try await fixture.drain(simulator: flaky)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed' AND error_code = 'timeout'") == 1)
+        #expect(flaky.stats.delivered == 1)
+
+        try await JobQueries.replay([Int64(sent.outboxId)!], actor: "ops", reason: "timeouts", newMessageID: false, in: fixture.database)
+        // The resend reaches the same WhatsApp with the same id: suppressed, not delivered again.
+        try await fixture.drain(simulator: flaky)
+        #expect(flaky.stats.delivered == 1)
+        #expect(flaky.stats.suppressedDuplicates >= 1)
+        await fixture.close()
+    }
+
+    @Test func cancelTakesQueuedJobsAndLeavesTheChatMoving() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["s"])
+        try await fixture.enqueueTexts(count: 10, sessions: ["s"], chatsPerSession: 1)
+        var filter = JobFilter()
+        filter.ids = [1, 2, 3]
+        let report = try await JobQueries.cancel(filter, actor: "ops", reason: "customer asked", in: fixture.database)
+        #expect(report.done.sorted() == [1, 2, 3])
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE status = 'canceled'") == 3)
+        let simulator = try WhatsAppSimulator()
+        try await fixture.drain(simulator: simulator)
+        #expect(simulator.stats.delivered == 7)
+        #expect(try await fixture.count("SELECT coalesce(sum(pending), 0)::int8 FROM wa_outbox.lanes") == 0)
+        let again = try await JobQueries.cancel(filter, actor: "ops", reason: "twice", in: fixture.database)
+        #expect(again.done.isEmpty)
+        #expect(again.skipped.count == 3)
+        await fixture.close()
+    }
+}
