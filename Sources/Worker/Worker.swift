@@ -26,6 +26,9 @@ public struct WorkerConfiguration: Sendable {
     /// How long completions gather before one statement writes them all.
     public var completionWindow: Duration = .milliseconds(2)
     public var retry = RetryPolicy()
+    /// How often this worker tries to prune (only one process prunes at a time); nil: never.
+    public var pruneInterval: Duration? = .seconds(60)
+    public var retention = Retention()
 
     public init(name: String) {
         self.name = name
@@ -98,6 +101,7 @@ public final class Worker: Sendable {
             group.addTask { await self.heartbeatLoop() }
             group.addTask { await self.rescueLoop() }
             group.addTask { await self.flushLoop() }
+            if let interval = configuration.pruneInterval { group.addTask { await self.pruneLoop(every: interval) } }
             try await claimLoop(&group)
             await drain()
             listener.stop()
@@ -338,6 +342,20 @@ public final class Worker: Sendable {
                 }
             } catch {
                 logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func pruneLoop(every interval: Duration) async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: interval)) != nil else { return }
+            do {
+                let report = try await Maintenance.prune(configuration.retention, in: database)
+                if report.jobs + report.events + report.lanes > 0 {
+                    logger.info("pruned", metadata: ["jobs": "\(report.jobs)", "events": "\(report.events)", "lanes": "\(report.lanes)"])
+                }
+            } catch {
+                logger.warning("prune failed", metadata: ["error": "\(error)"])
             }
         }
     }

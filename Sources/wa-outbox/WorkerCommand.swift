@@ -32,6 +32,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("sim-delivery-log"), help: "Delivery log of the in-process simulator (sessions with engine sim).") var simDeliveryLog: String?
     @Flag(name: .customLong("exit-when-idle"), help: "Drain the queue, then exit.") var exitWhenIdle = false
     @OptionGroup var limits: LimitOptions
+    @OptionGroup var retention: RetentionOptions
+    @Option(name: .customLong("prune-interval-ms"), help: "How often to prune finished work; 0: never (env: WA_OUTBOX_PRUNE_INTERVAL_MS; default 60000).")
+    var pruneIntervalMilliseconds: Int?
 
     @Option(name: .customLong("redis-url"), help: "Redis for shared limits and dispatch locks (env: REDIS_URL). Without it, no limits are enforced.")
     var redisURL: String?
@@ -49,6 +52,9 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.retry = RetryPolicy(base: .milliseconds(setting(retryBaseMilliseconds, "WA_OUTBOX_RETRY_BASE_MS", 2_000)),
                                           cap: .milliseconds(setting(retryCapMilliseconds, "WA_OUTBOX_RETRY_CAP_MS", 300_000)))
         configuration.exitWhenIdle = exitWhenIdle
+        let pruneEvery = setting(pruneIntervalMilliseconds, "WA_OUTBOX_PRUNE_INTERVAL_MS", 60_000)
+        configuration.pruneInterval = pruneEvery > 0 ? .milliseconds(pruneEvery) : nil
+        configuration.retention = retention.retention
         guard configuration.concurrency > 0, configuration.batchSize > 0, configuration.lease >= .milliseconds(300) else {
             throw ValidationError("concurrency and batch size must be positive and the lease at least 300 ms")
         }

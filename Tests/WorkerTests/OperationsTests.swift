@@ -87,3 +87,46 @@ struct OperationsTests {
         await fixture.close()
     }
 }
+
+@Suite("Operators: prune and stats")
+struct MaintenanceTests {
+    @Test func pruneDeletesOnlyFinishedWorkPastItsRetention() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["s"], maxInFlight: 10)
+        try await fixture.enqueueTexts(count: 2_500, sessions: ["s"], chatsPerSession: 10)
+        try await fixture.drain(simulator: try WhatsAppSimulator())
+        try await fixture.enqueueTexts(count: 20, sessions: ["s"], chatsPerSession: 10)
+        // 2,000 of the sent jobs (and all events so far) are old; the 20 new ones are queued.
+        try await fixture.database.query("UPDATE wa_outbox.jobs SET finished_at = now() - interval '8 days' WHERE state = 'succeeded' AND id <= 2000")
+        try await fixture.database.query("UPDATE wa_outbox.events SET created_at = now() - interval '8 days' WHERE job_id <= 2000")
+        var retention = Retention()
+        retention.batchSize = 300
+        let report = try await Maintenance.prune(retention, in: fixture.database)
+        #expect(report.ran)
+        #expect(report.jobs == 2_000)
+        #expect(report.events == 4_000)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs") == 520)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'queued'") == 20)
+        let stats = try await QueueStats.read(from: fixture.database)
+        #expect(stats.byState["queued"] == 20)
+        #expect(stats.byState["succeeded"] == 500)
+        #expect(stats.busiestSessions.first?.session == "s")
+        #expect(stats.busiestSessions.first?.queued == 20)
+        // The lanes the queued jobs need survive; the queue still drains.
+        let simulator = try WhatsAppSimulator()
+        try await fixture.drain(simulator: simulator)
+        #expect(simulator.stats.delivered == 20)
+        #expect(try await Maintenance.prune(retention, in: fixture.database).jobs == 0)
+        await fixture.close()
+    }
+
+    @Test func onlyOneProcessPrunesAtATime() async throws {
+        let fixture = try await Fixture.make()
+        let holder = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
+        try await holder.query("SELECT pg_advisory_lock(\(Int64(0x7761_7072_756e_6521)))")
+        #expect(try await Maintenance.prune(Retention(), in: fixture.database).ran == false)
+        await holder.close()
+        #expect(try await Maintenance.prune(Retention(), in: fixture.database).ran)
+        await fixture.close()
+    }
+}

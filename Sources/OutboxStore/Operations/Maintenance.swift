@@ -1,0 +1,149 @@
+import Foundation
+import PostgresClient
+
+/// How long finished work is kept.
+public struct Retention: Sendable {
+    /// Succeeded, failed and canceled jobs, counted from when they finished. Longer than the
+    /// 48-hour revoke window, so a revoke still finds the send it acts on.
+    public var jobs: Duration = .seconds(7 * 86_400)
+    public var events: Duration = .seconds(7 * 86_400)
+    public var audit: Duration = .seconds(90 * 86_400)
+    /// Rows per DELETE: small, so no statement holds its locks for long.
+    public var batchSize = 1_000
+
+    public init() {}
+}
+
+public struct PruneReport: Sendable, Codable, Equatable {
+    public var jobs = 0
+    public var events = 0
+    public var lanes = 0
+    public var audit = 0
+    /// False if another process was pruning; it was left to finish alone.
+    public var ran = true
+}
+
+/// Deletes finished work past its retention, in small batches, one process at a time.
+public enum Maintenance {
+    /// `pg_try_advisory_lock` key: "waprune!".
+    static let pruneLockKey: Int64 = 0x7761_7072_756e_6521
+
+    public static func prune(_ retention: Retention, in database: PostgresDatabase) async throws -> PruneReport {
+        try await database.withConnection { connection in
+            let locked = try await connection.query("SELECT pg_try_advisory_lock(\(pruneLockKey))")[0].decode(Bool.self, at: 0)
+            guard locked else { return PruneReport(ran: false) }
+            do {
+                var report = PruneReport()
+                report.jobs = try await deleteInBatches(on: connection) { """
+                    DELETE FROM wa_outbox.jobs WHERE id IN (
+                        SELECT id FROM wa_outbox.jobs
+                        WHERE finished_at < now() - \(retention.jobs.seconds) * interval '1 second'
+                        ORDER BY finished_at LIMIT \(retention.batchSize))
+                    """ }
+                report.events = try await deleteInBatches(on: connection) { """
+                    DELETE FROM wa_outbox.events WHERE id IN (
+                        SELECT id FROM wa_outbox.events
+                        WHERE created_at < now() - \(retention.events.seconds) * interval '1 second'
+                        ORDER BY id LIMIT \(retention.batchSize))
+                    """ }
+                report.audit = try await deleteInBatches(on: connection) { """
+                    DELETE FROM wa_outbox.audit WHERE id IN (
+                        SELECT id FROM wa_outbox.audit
+                        WHERE at < now() - \(retention.audit.seconds) * interval '1 second'
+                        ORDER BY id LIMIT \(retention.batchSize))
+                    """ }
+                // Idle lanes; an enqueue racing with this re-creates its lane (ON CONFLICT waits
+                // for the row lock, then finds the row gone and inserts).
+                report.lanes = try await deleteInBatches(on: connection) { """
+                    DELETE FROM wa_outbox.lanes WHERE ctid IN (
+                        SELECT ctid FROM wa_outbox.lanes WHERE pending = 0 AND NOT busy LIMIT \(retention.batchSize)
+                        FOR UPDATE SKIP LOCKED)
+                    """ }
+                try await connection.query("SELECT pg_advisory_unlock(\(pruneLockKey))")
+                return report
+            } catch {
+                if !connection.isBroken { _ = try? await connection.query("SELECT pg_advisory_unlock(\(pruneLockKey))") }
+                throw error
+            }
+        }
+    }
+
+    private static func deleteInBatches(on connection: PostgresConnection, _ statement: () -> PostgresQuery) async throws -> Int {
+        var total = 0
+        while true {
+            let deleted = try await connection.query(statement()).affectedRows ?? 0
+            total += deleted
+            if deleted == 0 { return total }
+        }
+    }
+}
+
+/// A snapshot for `wa-outbox stats`.
+public struct QueueStats: Sendable, Codable, Equatable {
+    public var byState: [String: Int]
+    public var oldestQueuedSeconds: Double?
+    /// Final events in the last minute.
+    public var finishedLastMinute: Int
+    public var busiestSessions: [SessionLoad]
+    public var liveWorkers: Int
+
+    public struct SessionLoad: Sendable, Codable, Equatable {
+        public var session: String
+        public var queued: Int
+        public var inFlight: Int
+    }
+
+    public static func read(from database: PostgresDatabase, org: String? = nil) async throws -> QueueStats {
+        var byState: [String: Int] = [:]
+        for row in try await database.query("""
+            SELECT state, count(*) FROM wa_outbox.jobs WHERE \(org) IS NULL OR org = \(org) GROUP BY state
+            """) {
+            byState[try row.decode(at: 0)] = try row.decode(at: 1)
+        }
+        let oldest = try await database.query("""
+            SELECT extract(epoch FROM now() - min(created_at))::float8 FROM wa_outbox.jobs
+            WHERE state = 'queued' AND (\(org) IS NULL OR org = \(org))
+            """)[0].decode(Double?.self, at: 0)
+        let finished = try await database.query("""
+            SELECT count(*) FROM wa_outbox.events
+            WHERE id > (SELECT coalesce(max(id), 0) - 1000000 FROM wa_outbox.events)
+              AND created_at > now() - interval '1 minute'
+              AND status IN ('sent', 'edited', 'revoked', 'failed', 'canceled')
+              AND (\(org) IS NULL OR org = \(org))
+            """)[0].decode(Int.self, at: 0)
+        let busiest = try await database.query("""
+            SELECT s.id, coalesce(sum(l.pending), 0)::int8 - s.in_flight, s.in_flight
+            FROM wa_outbox.sessions s LEFT JOIN wa_outbox.lanes l ON l.session_id = s.id
+            WHERE \(org) IS NULL OR s.org = \(org)
+            GROUP BY s.id ORDER BY 2 DESC LIMIT 5
+            """).map { QueueStats.SessionLoad(session: try $0.decode(at: 0), queued: try $0.decode(at: 1), inFlight: try $0.decode(at: 2)) }
+        let workers = try await database.query("SELECT count(*) FROM wa_outbox.workers WHERE lease_expires_at > now()")[0].decode(Int.self, at: 0)
+        return QueueStats(byState: byState, oldestQueuedSeconds: oldest, finishedLastMinute: finished, busiestSessions: busiest, liveWorkers: workers)
+    }
+}
+
+/// A row of `wa_outbox.workers`, for `wa-outbox workers`.
+public struct WorkerRecord: Sendable, Codable, Equatable {
+    public var id: String
+    public var name: String
+    public var host: String
+    public var pid: Int
+    public var startedAt: Date
+    public var heartbeatAt: Date
+    public var leaseExpiresAt: Date
+    public var inFlight: Int
+
+    public static func all(in database: PostgresDatabase) async throws -> [WorkerRecord] {
+        try await database.query("""
+            SELECT id::text, name, host, pid, started_at, heartbeat_at, lease_expires_at, in_flight FROM wa_outbox.workers ORDER BY started_at
+            """).map { row in
+            WorkerRecord(id: try row.decode(at: 0), name: try row.decode(at: 1), host: try row.decode(at: 2), pid: try row.decode(at: 3),
+                         startedAt: try row.decode(at: 4), heartbeatAt: try row.decode(at: 5), leaseExpiresAt: try row.decode(at: 6),
+                         inFlight: try row.decode(at: 7))
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
