@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries, found through pkg-config and installed from Debian.
@@ -81,13 +83,28 @@ let package = Package(
         // The worker loop: claim, dispatch, complete, heartbeat, rescue, shutdown.
         .target(
             name: "Worker",
-            dependencies: ["OutboxCore", "OutboxStore", "Engines", "Simulator", "Coordination", "PostgresClient", .product(name: "Logging", package: "swift-log"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: [
+                "OutboxCore", "OutboxStore", "Engines", "Simulator", "Coordination", "PostgresClient",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The worker's admin port: /healthz, /readyz, /metrics.
+        .target(
+            name: "Admin",
+            dependencies: [
+                "Worker", "OutboxStore", "PostgresClient", "RedisClient", "Coordination",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "wa-outbox",
             dependencies: [
-                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination",
+                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination", "Admin",
+                .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -12,6 +12,8 @@ import Synchronization
 public struct SessionContext: Sendable {
     public var engine: any SessionEngine
     public var limits: SessionLimits
+    /// `sim`, `wuzapi` or `waha`: a metrics label.
+    public var engineName: String
 }
 
 /// Finds the engine and limits for a session from the session registry, and caches them briefly.
@@ -53,7 +55,7 @@ public final class EngineDirectory: Sendable {
         limits.maxGapMilliseconds = record.maxGapMilliseconds ?? limits.maxGapMilliseconds
         limits.hourlyBudget = record.hourlyBudget ?? limits.hourlyBudget
         limits.dailyBudget = record.dailyBudget ?? limits.dailyBudget
-        let context = SessionContext(engine: try makeEngine(record), limits: limits)
+        let context = SessionContext(engine: try makeEngine(record), limits: limits, engineName: record.engine)
         cache.withLockedValue { $0[session] = (context, now) }
         return context
     }

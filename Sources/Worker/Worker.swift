@@ -86,6 +86,9 @@ public final class Worker: Sendable {
         wakeup.signal()
     }
 
+    /// False once shutdown has begun (readiness).
+    public var isAcceptingWork: Bool { !state.withLockedValue { $0.stopping } }
+
     /// Jobs this worker has finished dispatching (for progress lines).
     public var dispatchedCount: Int { state.withLockedValue { $0.dispatched } }
 
@@ -123,6 +126,7 @@ public final class Worker: Sendable {
                 do {
                     claimed = try await claim(limit: requested)
                 } catch {
+                    WorkerMetrics.postgresError()
                     logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
                     await wakeup.wait(timeout: configuration.pollInterval)
                     continue
@@ -210,6 +214,8 @@ public final class Worker: Sendable {
 
     private func dispatch(_ job: ClaimedJob, _ operation: WhatsAppOperation, _ context: SessionContext, lock: MessageLock?) async {
         let outcome: Outcome
+        let started = ContinuousClock.now
+        defer { WorkerMetrics.dispatchDuration(ContinuousClock.now - started, engine: context.engineName) }
         do {
             _ = try await context.engine.perform(operation, session: job.sessionID)
             outcome = .succeeded
@@ -239,6 +245,7 @@ public final class Worker: Sendable {
         case .defer_(let delay, let code, _):
             jobLogger.debug("job deferred", metadata: ["reason": "\(code.rawValue)", "retry_in": "\(delay)"])
         }
+        WorkerMetrics.outcome(outcome, kind: job.kind)
         finish(job, outcome, lock: lock)
     }
 
@@ -294,6 +301,7 @@ public final class Worker: Sendable {
                 }
                 break
             } catch {
+                WorkerMetrics.postgresError()
                 logger.warning("writing completions failed; retrying", metadata: ["error": "\(error)", "count": "\(batch.count)"])
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(2))
@@ -330,6 +338,10 @@ public final class Worker: Sendable {
             guard (try? await Task.sleep(for: configuration.lease / 3)) != nil else { return }
             do {
                 let inFlight = state.withLockedValue { $0.inFlight }
+                WorkerMetrics.inFlight(inFlight)
+                if let stats = try? await QueueStats.read(from: database) {
+                    WorkerMetrics.queue(depth: stats.byState["queued"] ?? 0, oldestSeconds: stats.oldestQueuedSeconds ?? 0)
+                }
                 let alive = try await database.withConnection { connection in
                     try await WorkerRegistry.heartbeat(id: id, lease: configuration.lease, inFlight: inFlight, on: connection)
                 }
@@ -369,6 +381,7 @@ public final class Worker: Sendable {
                     try await RescueQuery.rescue(policy: configuration.retry, on: connection)
                 }
                 if rescued > 0 {
+                    WorkerMetrics.rescued(rescued)
                     logger.warning("requeued jobs of a worker whose lease lapsed", metadata: ["count": "\(rescued)"])
                     wakeup.signal()
                 }

@@ -1,5 +1,9 @@
 import ArgumentParser
+import Admin
 import Coordination
+import Hummingbird
+import Metrics
+import Prometheus
 import Engines
 import Foundation
 import Logging
@@ -33,6 +37,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: .customLong("exit-when-idle"), help: "Drain the queue, then exit.") var exitWhenIdle = false
     @OptionGroup var limits: LimitOptions
     @OptionGroup var retention: RetentionOptions
+    @Option(name: .customLong("admin-listen"), help: "HOST:PORT for /healthz, /readyz and /metrics; 'off' to disable (env: WA_OUTBOX_ADMIN_LISTEN; default 127.0.0.1:9464).")
+    var adminListen: String?
     @Option(name: .customLong("prune-interval-ms"), help: "How often to prune finished work; 0: never (env: WA_OUTBOX_PRUNE_INTERVAL_MS; default 60000).")
     var pruneIntervalMilliseconds: Int?
 
@@ -74,9 +80,21 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let worker = Worker(configuration: configuration, database: db, listenerConfiguration: try database.configuration(),
                             engines: engines, coordinator: coordinator, logger: logger)
-        // --exit-when-idle makes the worker return by itself: that ends the group normally.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            // --exit-when-idle makes the worker return by itself: that ends the group normally.
+            .init(service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup),
+        ]
+        let admin = setting(adminListen, "WA_OUTBOX_ADMIN_LISTEN", "127.0.0.1:9464")
+        if admin != "off" {
+            let parts = admin.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--admin-listen takes HOST:PORT or off") }
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            let router = AdminServer.router(worker: worker, database: db, coordinator: coordinator, registry: registry)
+            services.append(.init(service: Application(router: router, configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)))
+        }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

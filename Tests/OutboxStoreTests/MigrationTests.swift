@@ -60,6 +60,10 @@ struct MigrationTests {
         await db.close()
     }
 
+    @Test func theBuildExpectsTheNewestMigration() throws {
+        #expect(SchemaVersion.current == (try shippedMigrations()).map(\.version).max())
+    }
+
     @Test func pendingFilesAreListed() async throws {
         let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
         var migrations = try shippedMigrations()

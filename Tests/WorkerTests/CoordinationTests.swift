@@ -30,7 +30,7 @@ struct CoordinationTests {
         let prefix = "rate-\(UUID().uuidString.prefix(8))"
         let started = Date()
         let workers = try (0..<3).map { _ in
-            try OutboxProcess(["worker", "--database-url", fixture.url, "--exit-when-idle", "--poll-interval-ms", "100", "--redis-prefix", prefix])
+            try OutboxProcess(["worker", "--database-url", fixture.url, "--exit-when-idle", "--poll-interval-ms", "100", "--redis-prefix", prefix, "--admin-listen", "off"])
         }
         for worker in workers {
             let status = await worker.exitStatus()

@@ -10,7 +10,7 @@ import TestSupport
 struct MultiProcessTests {
     static let sessions = (0..<50).map { "s\($0)" }
     /// Limits high enough never to bind, so these runs measure the outbox itself (Redis is still used).
-    static let unlimited = ["--rate-per-second", "100000", "--burst", "100000", "--pacing", "off"]
+    static let unlimited = ["--rate-per-second", "100000", "--burst", "100000", "--pacing", "off", "--admin-listen", "off"]
 
     func workerArguments(_ fixture: Fixture, _ extra: [String] = []) -> [String] {
         ["worker", "--database-url", fixture.url, "--exit-when-idle", "--poll-interval-ms", "200", "--request-timeout-ms", "5000"]

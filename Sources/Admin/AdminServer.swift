@@ -1,0 +1,49 @@
+import Coordination
+import Foundation
+import Hummingbird
+import OutboxStore
+import PostgresClient
+import Prometheus
+import RedisClient
+import Worker
+
+/// The worker's admin port.
+///
+/// - `/healthz`: the process is alive.
+/// - `/readyz`: PostgreSQL answers, the schema is the one this build expects, Redis answers (when
+///   configured), and the worker is not shutting down. 503 with the failing checks otherwise.
+/// - `/metrics`: Prometheus text format from the process's registry.
+public enum AdminServer {
+    public static func router(worker: Worker, database: PostgresDatabase, coordinator: Coordinator?,
+                              registry: PrometheusCollectorRegistry) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/readyz") { _, _ -> Response in
+            var failing: [String] = []
+            do {
+                let applied = try await SchemaVersion.applied(in: database)
+                if applied < SchemaVersion.current {
+                    failing.append("schema at migration \(applied), this build needs \(SchemaVersion.current): run wa-outbox migrate")
+                }
+            } catch {
+                failing.append("postgres: \(error)")
+            }
+            if let coordinator {
+                do {
+                    _ = try await coordinator.redis.send("PING")
+                } catch {
+                    failing.append("redis: \(error)")
+                }
+            }
+            if !worker.isAcceptingWork { failing.append("shutting down") }
+            let body = failing.isEmpty ? "ready\n" : failing.joined(separator: "\n") + "\n"
+            return Response(status: failing.isEmpty ? .ok : .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: body)))
+        }
+        router.get("/metrics") { _, _ -> Response in
+            var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+            response.headers[.contentType] = "text/plain; version=0.0.4"
+            return response
+        }
+        return router
+    }
+}

@@ -1,0 +1,36 @@
+import Metrics
+import OutboxCore
+
+/// The worker's metrics, through swift-metrics (exported by the admin port's Prometheus registry).
+///
+/// Labels stay low-cardinality: kind, outcome, engine, reason. Never a job, session, chat or org id.
+enum WorkerMetrics {
+    static func outcome(_ outcome: Outcome, kind: JobKind) {
+        let name: String
+        switch outcome {
+        case .succeeded: name = "succeeded"
+        case .failed: name = "failed"
+        case .retry:
+            name = "retried"
+            Counter(label: "wa_outbox_retries_total").increment()
+        case .defer_(_, let code, _):
+            name = "deferred"
+            Counter(label: "wa_outbox_deferrals_total", dimensions: [("reason", code.rawValue)]).increment()
+        }
+        Counter(label: "wa_outbox_jobs_total", dimensions: [("kind", kind.rawValue), ("outcome", name)]).increment()
+    }
+
+    static func dispatchDuration(_ duration: Duration, engine: String) {
+        Timer(label: "wa_outbox_dispatch_duration_seconds", dimensions: [("engine", engine)]).recordNanoseconds(
+            duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    }
+
+    static func inFlight(_ count: Int) { Gauge(label: "wa_outbox_in_flight").record(count) }
+    static func rescued(_ count: Int) { Counter(label: "wa_outbox_lease_rescues_total").increment(by: count) }
+    static func postgresError() { Counter(label: "wa_outbox_postgres_errors_total").increment() }
+
+    static func queue(depth: Int, oldestSeconds: Double) {
+        Gauge(label: "wa_outbox_queue_depth").record(depth)
+        Gauge(label: "wa_outbox_oldest_queued_seconds").record(oldestSeconds)
+    }
+}

@@ -1,0 +1,67 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import OutboxCore
+import OutboxStore
+import Testing
+import TestSupport
+
+@Suite("The worker's admin port")
+struct AdminTests {
+    func get(_ url: String) async throws -> (UInt, String) {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(5))
+        let body = try await response.body.collect(upTo: 4 << 20)
+        return (response.status.code, String(buffer: body))
+    }
+
+    @Test func metricsParseWithPrometheusParserAndAgreeWithTheDatabase() async throws {
+        let fixture = try await Fixture.make()
+        let simulator = try await HTTPSimulator.start()
+        try await fixture.addSessions(["ok1", "ok2", "banned"], engine: "wuzapi", url: simulator.baseURL)
+        try await simulator.setStatus("restricted", session: "banned")
+        try await fixture.enqueueTexts(count: 300, sessions: ["ok1", "ok2", "banned"], chatsPerSession: 5)
+        let port = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
+                                            [TestEnvironment.repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"])
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let admin = "http://127.0.0.1:\(port)"
+        let worker = try OutboxProcess(["worker", "--database-url", fixture.url, "--admin-listen", "127.0.0.1:\(port)", "--poll-interval-ms", "100",
+                                        "--rate-per-second", "100000", "--burst", "100000", "--pacing", "off"])
+        while try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state IN ('succeeded', 'failed')") < 300 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try await get(admin + "/healthz").0 == 200)
+        #expect(try await get(admin + "/readyz") == (200, "ready\n"))
+        let (status, text) = try await get(admin + "/metrics")
+        #expect(status == 200)
+
+        let file = try TestEnvironment.scratchDirectory("metrics").appendingPathComponent("metrics.txt")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        let parsed = try await Subprocess.run(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", """
+            import json, sys
+            from prometheus_client.parser import text_string_to_metric_families
+            out = {}
+            for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+                for sample in family.samples:
+                    labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                    out[f"{sample.name}{{{labels}}}"] = sample.value
+            print(json.dumps(out))
+            """, file.path])
+        #expect(parsed.status == 0, "prometheus_client could not parse /metrics: \(text.prefix(500))")
+        let samples = try JSONDecoder().decode([String: Double].self, from: Data(parsed.output.utf8))
+        let succeeded = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'")
+        let failed = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed' AND error_code = 'account_restricted'")
+        #expect(succeeded == 200)
+        #expect(failed == 100)
+        #expect(samples["wa_outbox_jobs_total{kind=send,outcome=succeeded}"] == Double(succeeded))
+        #expect(samples["wa_outbox_jobs_total{kind=send,outcome=failed}"] == Double(failed))
+        #expect(samples["wa_outbox_dispatch_duration_seconds_count{engine=wuzapi}"] == Double(succeeded + failed))
+        // No high-cardinality label anywhere: no session, chat, org or job id.
+        #expect(!samples.keys.contains { $0.contains("ok1") || $0.contains("banned") || $0.contains("whatsapp.net") || $0.contains("org1") })
+
+        worker.signal(SIGTERM)
+        #expect(await worker.exitStatus() == 0)
+        await simulator.stop()
+        await fixture.close()
+    }
+}
