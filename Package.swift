@@ -105,6 +105,7 @@ let package = Package(
             dependencies: [
                 "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination", "Admin",
                 .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -13,10 +13,12 @@ import Worker
 /// - `/readyz`: PostgreSQL answers, the schema is the one this build expects, Redis answers (when
 ///   configured), and the worker is not shutting down. 503 with the failing checks otherwise.
 /// - `/metrics`: Prometheus text format from the process's registry.
+/// - `/admin/…`: the operator API (`AdminAPI`), behind the operator token.
 public enum AdminServer {
     public static func router(worker: Worker, database: PostgresDatabase, coordinator: Coordinator?,
-                              registry: PrometheusCollectorRegistry) -> Router<BasicRequestContext> {
+                              registry: PrometheusCollectorRegistry, operatorToken: String?) -> Router<BasicRequestContext> {
         let router = Router()
+        AdminAPI.register(on: router, database: database, token: operatorToken)
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/readyz") { _, _ -> Response in
             var failing: [String] = []

@@ -237,7 +237,7 @@ public final class Worker: Sendable {
         let jobLogger = logger(for: job)
         switch outcome {
         case .succeeded:
-            jobLogger.debug("job dispatched", metadata: ["job.kind": "\(job.kind.rawValue)", "attempt": "\(job.attempt)"])
+            jobLogger.info("job sent", metadata: ["job.kind": "\(job.kind.rawValue)", "attempt": "\(job.attempt)"])
         case .failed(let code, let message):
             jobLogger.warning("job failed", metadata: ["job.kind": "\(job.kind.rawValue)", "error.code": "\(code.rawValue)", "error": "\(message)", "attempt": "\(job.attempt)"])
         case .retry(let delay, let code, _):

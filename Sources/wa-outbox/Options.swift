@@ -53,7 +53,9 @@ struct SimulatorOptions: ParsableArguments {
     }
 }
 
+/// A logger for a command; the first call sets up the logging system (`LogSetup`).
 func makeLogger(_ label: String) -> Logger {
+    _ = LogSetup.once
     var logger = Logger(label: label)
     logger.logLevel = environment["WA_OUTBOX_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
     return logger

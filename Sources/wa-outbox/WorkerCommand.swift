@@ -90,7 +90,8 @@ struct WorkerCommand: AsyncParsableCommand {
             guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--admin-listen takes HOST:PORT or off") }
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-            let router = AdminServer.router(worker: worker, database: db, coordinator: coordinator, registry: registry)
+            let router = AdminServer.router(worker: worker, database: db, coordinator: coordinator, registry: registry,
+                                            operatorToken: environment["WA_OUTBOX_ADMIN_TOKEN"])
             services.append(.init(service: Application(router: router, configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)))
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(

@@ -15,6 +15,18 @@ struct AdminTests {
         return (response.status.code, String(buffer: body))
     }
 
+    func call(_ method: String, _ url: String, token: String, body: String? = nil) async throws -> (UInt, String) {
+        var request = HTTPClientRequest(url: url)
+        request.method = HTTPMethod(rawValue: method)
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: body))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        return (response.status.code, String(buffer: try await response.body.collect(upTo: 4 << 20)))
+    }
+
     @Test func metricsParseWithPrometheusParserAndAgreeWithTheDatabase() async throws {
         let fixture = try await Fixture.make()
         let simulator = try await HTTPSimulator.start()
@@ -26,7 +38,8 @@ struct AdminTests {
             .output.trimmingCharacters(in: .whitespacesAndNewlines)
         let admin = "http://127.0.0.1:\(port)"
         let worker = try OutboxProcess(["worker", "--database-url", fixture.url, "--admin-listen", "127.0.0.1:\(port)", "--poll-interval-ms", "100",
-                                        "--rate-per-second", "100000", "--burst", "100000", "--pacing", "off"])
+                                        "--rate-per-second", "100000", "--burst", "100000", "--pacing", "off"],
+                                       environment: ["WA_OUTBOX_ADMIN_TOKEN": "s3cret-operator-token"])
         while try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state IN ('succeeded', 'failed')") < 300 {
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -58,6 +71,29 @@ struct AdminTests {
         #expect(samples["wa_outbox_dispatch_duration_seconds_count{engine=wuzapi}"] == Double(succeeded + failed))
         // No high-cardinality label anywhere: no session, chat, org or job id.
         #expect(!samples.keys.contains { $0.contains("ok1") || $0.contains("banned") || $0.contains("whatsapp.net") || $0.contains("org1") })
+
+        // The operator API: refused without the right token; with it, the same operations as the CLI.
+        #expect(try await get(admin + "/admin/stats").0 == 401)
+        #expect(try await call("GET", admin + "/admin/stats", token: "s3cret-operator-tokeN").0 == 401)
+        let (statsStatus, statsBody) = try await call("GET", admin + "/admin/stats", token: "s3cret-operator-token")
+        #expect(statsStatus == 200)
+        #expect(statsBody.contains(#""failed":100"#))
+        let (listStatus, listBody) = try await call("GET", admin + "/admin/jobs?state=failed&session=banned&limit=500", token: "s3cret-operator-token")
+        #expect(listStatus == 200)
+        #expect(try JSONSerialization.jsonObject(with: Data(listBody.utf8)) as? [Any] != nil)
+        #expect((try JSONSerialization.jsonObject(with: Data(listBody.utf8)) as? [Any])?.count == 100)
+        let dryRun = try await call("POST", admin + "/admin/jobs/replay", token: "s3cret-operator-token",
+                                    body: #"{"state":["failed"],"session":"banned","reason":"unbanned","dryRun":true}"#)
+        #expect(dryRun.0 == 200)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed'") == 100)
+        try await simulator.setStatus("connected", session: "banned")
+        let replay = try await call("POST", admin + "/admin/jobs/replay", token: "s3cret-operator-token",
+                                    body: #"{"state":["failed"],"session":"banned","reason":"unbanned"}"#)
+        #expect(replay.0 == 200)
+        while try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") < 300 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.audit WHERE actor = 'admin-api' AND reason = 'unbanned'") == 100)
 
         worker.signal(SIGTERM)
         #expect(await worker.exitStatus() == 0)

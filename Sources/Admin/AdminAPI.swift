@@ -1,0 +1,126 @@
+import Foundation
+import Hummingbird
+import OutboxCore
+import OutboxStore
+import PostgresClient
+
+/// The operator API on the admin port, for dashboards: the same list, show, replay, cancel and
+/// stats as the CLI. Every request needs `Authorization: Bearer <operator token>`; without a
+/// configured token the API answers 404 (disabled), and a wrong token gets 401.
+public enum AdminAPI {
+    public static func register(on router: Router<BasicRequestContext>, database: PostgresDatabase, token: String?) {
+        let api = router.group("/admin")
+        api.get("/jobs") { request, _ in
+            try authorize(request, token)
+            let jobs = try await JobQueries.list(try filter(request.uri.queryParameters), limit: request.uri.queryParameters.get("limit", as: Int.self) ?? 100,
+                                                 includePayload: request.uri.queryParameters.get("show_body") == "true", in: database)
+            return try json(jobs)
+        }
+        api.get("/jobs/:id") { request, context in
+            try authorize(request, token)
+            guard let id = context.parameters.get("id", as: Int64.self),
+                  let detail = try await JobQueries.show(id, includePayload: request.uri.queryParameters.get("show_body") == "true", in: database) else {
+                throw failure(.notFound, .notFound, "no such job")
+            }
+            return try json(detail)
+        }
+        api.post("/jobs/replay") { request, context in
+            try authorize(request, token)
+            let body = try await request.decode(as: OperationRequest.self, context: context)
+            let plan = try await JobQueries.planReplay(try body.jobFilter(), in: database)
+            guard body.dryRun != true else { return try json(plan) }
+            var report = OperationReport()
+            report.skipped = plan.skipped
+            for start in stride(from: 0, to: plan.done.count, by: 500) {
+                report.done += try await JobQueries.replay(Array(plan.done[start..<min(start + 500, plan.done.count)]), actor: body.actor ?? "admin-api",
+                                                           reason: body.reason, newMessageID: body.newMessageId ?? false, in: database)
+            }
+            return try json(report)
+        }
+        api.post("/jobs/cancel") { request, context in
+            try authorize(request, token)
+            let body = try await request.decode(as: OperationRequest.self, context: context)
+            return try json(try await JobQueries.cancel(try body.jobFilter(), actor: body.actor ?? "admin-api", reason: body.reason, in: database))
+        }
+        api.get("/stats") { request, _ in
+            try authorize(request, token)
+            return try json(try await QueueStats.read(from: database, org: request.uri.queryParameters.get("org")))
+        }
+    }
+
+    /// A replay or cancel: which jobs (at least one filter) and why.
+    struct OperationRequest: Decodable {
+        var ids: [Int64]?
+        var state: [String]?
+        var org: String?
+        var session: String?
+        var chat: String?
+        var kind: String?
+        var errorCode: String?
+        var reason: String
+        var actor: String?
+        var newMessageId: Bool?
+        var dryRun: Bool?
+
+        func jobFilter() throws -> JobFilter {
+            var filter = JobFilter()
+            filter.ids = ids
+            filter.states = try state.map { try $0.map { guard let s = JobState(rawValue: $0) else { throw failure(.badRequest, .validationError, "unknown state \($0)") }; return s } }
+            filter.org = org
+            filter.session = session
+            filter.chat = chat
+            filter.kind = try kind.map { guard let k = JobKind(rawValue: $0) else { throw failure(.badRequest, .validationError, "unknown kind \($0)") }; return k }
+            filter.errorCode = errorCode
+            guard ids != nil || state != nil || org != nil || session != nil || chat != nil || kind != nil || errorCode != nil else {
+                throw failure(.badRequest, .validationError, "name the jobs: ids, state, org, session, chat, kind or errorCode")
+            }
+            guard !reason.trimmingCharacters(in: .whitespaces).isEmpty else { throw failure(.badRequest, .validationError, "reason is required") }
+            return filter
+        }
+    }
+
+    static func filter(_ query: Hummingbird.Parameters) throws -> JobFilter {
+        var filter = JobFilter()
+        let states = query.getAll("state")
+        if !states.isEmpty {
+            filter.states = try states.map { guard let s = JobState(rawValue: $0) else { throw failure(.badRequest, .validationError, "unknown state \($0)") }; return s }
+        }
+        filter.org = query.get("org")
+        filter.session = query.get("session")
+        filter.chat = query.get("chat")
+        filter.kind = query.get("kind").flatMap(JobKind.init(rawValue:))
+        filter.errorCode = query.get("error_code")
+        return filter
+    }
+
+    static func authorize(_ request: Request, _ token: String?) throws {
+        guard let token, !token.isEmpty else { throw failure(.notFound, .notFound, "the admin API is disabled: set WA_OUTBOX_ADMIN_TOKEN") }
+        let header = request.headers[.authorization] ?? ""
+        let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
+        guard constantTimeEquals(Array(presented.utf8), Array(token.utf8)) else {
+            throw failure(.unauthorized, .validationError, "missing or wrong operator token")
+        }
+    }
+
+    /// Compares without stopping at the first difference, so the time taken does not reveal how
+    /// much of the token was right.
+    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        for index in 0..<max(a.count, b.count) {
+            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+        }
+        return difference == 0
+    }
+
+    static func json<T: Encodable>(_ value: T) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
+        response.headers[.contentType] = "application/json"
+        return response
+    }
+
+    static func failure(_ status: HTTPResponse.Status, _ code: ErrorCode, _ message: String) -> HTTPError {
+        HTTPError(status, message: #"{"error":{"code":"\#(code.rawValue)","message":"\#(message.replacingOccurrences(of: "\"", with: "'"))"}}"#)
+    }
+}
