@@ -205,6 +205,7 @@ public final class Worker: Sendable {
                 granted.append((job, operation, context, MessageLock(session: job.sessionID, messageID: job.waMessageID, token: token)))
             case .wait(let delay, let reason):
                 // Over a limit: keep the job's place, spend no attempt, write no event.
+                if reason == .coordinationUnavailable { WorkerMetrics.redisError() }
                 let code: ErrorCode = reason == .dispatchInProgress ? .dispatchInProgress : .rateLimited
                 report(job, .defer_(after: delay, code: code, message: reason.rawValue))
             }

@@ -9,7 +9,7 @@ public struct Retention: Sendable {
     public var events: Duration = .seconds(7 * 86_400)
     public var audit: Duration = .seconds(90 * 86_400)
     /// Rows per DELETE: small, so no statement holds its locks for long.
-    public var batchSize = 1_000
+    public var batchSize = 500
 
     public init() {}
 }
@@ -19,6 +19,8 @@ public struct PruneReport: Sendable, Codable, Equatable {
     public var events = 0
     public var lanes = 0
     public var audit = 0
+    /// The longest single DELETE, which is also the longest any prune statement held its locks.
+    public var longestStatementMilliseconds = 0.0
     /// False if another process was pruning; it was left to finish alone.
     public var ran = true
 }
@@ -34,19 +36,19 @@ public enum Maintenance {
             guard locked else { return PruneReport(ran: false) }
             do {
                 var report = PruneReport()
-                report.jobs = try await deleteInBatches(on: connection) { """
+                report.jobs = try await deleteInBatches(on: connection, &report) { """
                     DELETE FROM wa_outbox.jobs WHERE id IN (
                         SELECT id FROM wa_outbox.jobs
                         WHERE finished_at < now() - \(retention.jobs.seconds) * interval '1 second'
                         ORDER BY finished_at LIMIT \(retention.batchSize))
                     """ }
-                report.events = try await deleteInBatches(on: connection) { """
+                report.events = try await deleteInBatches(on: connection, &report) { """
                     DELETE FROM wa_outbox.events WHERE id IN (
                         SELECT id FROM wa_outbox.events
                         WHERE created_at < now() - \(retention.events.seconds) * interval '1 second'
                         ORDER BY id LIMIT \(retention.batchSize))
                     """ }
-                report.audit = try await deleteInBatches(on: connection) { """
+                report.audit = try await deleteInBatches(on: connection, &report) { """
                     DELETE FROM wa_outbox.audit WHERE id IN (
                         SELECT id FROM wa_outbox.audit
                         WHERE at < now() - \(retention.audit.seconds) * interval '1 second'
@@ -54,7 +56,7 @@ public enum Maintenance {
                     """ }
                 // Idle lanes; an enqueue racing with this re-creates its lane (ON CONFLICT waits
                 // for the row lock, then finds the row gone and inserts).
-                report.lanes = try await deleteInBatches(on: connection) { """
+                report.lanes = try await deleteInBatches(on: connection, &report) { """
                     DELETE FROM wa_outbox.lanes WHERE ctid IN (
                         SELECT ctid FROM wa_outbox.lanes WHERE pending = 0 AND NOT busy LIMIT \(retention.batchSize)
                         FOR UPDATE SKIP LOCKED)
@@ -68,10 +70,15 @@ public enum Maintenance {
         }
     }
 
-    private static func deleteInBatches(on connection: PostgresConnection, _ statement: () -> PostgresQuery) async throws -> Int {
+    private static func deleteInBatches(on connection: PostgresConnection, _ report: inout PruneReport,
+                                        _ statement: () -> PostgresQuery) async throws -> Int {
         var total = 0
         while true {
+            let started = ContinuousClock.now
             let deleted = try await connection.query(statement()).affectedRows ?? 0
+            let took = ContinuousClock.now - started
+            report.longestStatementMilliseconds = max(report.longestStatementMilliseconds,
+                                                      Double(took.components.seconds) * 1_000 + Double(took.components.attoseconds) / 1e15)
             total += deleted
             if deleted == 0 { return total }
         }
