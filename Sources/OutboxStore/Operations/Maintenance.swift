@@ -9,7 +9,7 @@ public struct Retention: Sendable {
     public var events: Duration = .seconds(7 * 86_400)
     public var audit: Duration = .seconds(90 * 86_400)
     /// Rows per DELETE: small, so no statement holds its locks for long.
-    public var batchSize = 500
+    public var batchSize = 250
 
     public init() {}
 }
