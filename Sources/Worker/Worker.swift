@@ -379,7 +379,7 @@ public final class Worker: Sendable {
             guard (try? await Task.sleep(for: interval)) != nil else { return }
             do {
                 let rescued = try await database.withConnection { connection in
-                    try await RescueQuery.rescue(policy: configuration.retry, on: connection)
+                    try await RescueQuery.rescue(on: connection)
                 }
                 if rescued > 0 {
                     WorkerMetrics.rescued(rescued)

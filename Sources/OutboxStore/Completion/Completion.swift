@@ -113,7 +113,7 @@ public enum CompletionQuery {
 /// through the same fenced completion as any retry (`worker_lost`), or failed if that was its last
 /// attempt. Any number of workers may run this at once: fencing lets one requeue count.
 public enum RescueQuery {
-    public static func rescue(policy: RetryPolicy, limit: Int = 1_000, on connection: PostgresConnection) async throws -> Int {
+    public static func rescue(limit: Int = 1_000, on connection: PostgresConnection) async throws -> Int {
         let rows = try await connection.query("""
             SELECT j.id, j.attempts, j.worker_id, j.max_attempts
             FROM wa_outbox.jobs j
