@@ -61,7 +61,7 @@ let package = Package(
         // Redis: per-session rate limits, pacing and budgets, dispatch and idempotency locks.
         .target(
             name: "Coordination",
-            dependencies: ["RedisClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OutboxCore", "RedisClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         // The seam to WhatsApp: one protocol, one adapter per engine.

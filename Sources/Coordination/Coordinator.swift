@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import OutboxCore
 import RedisClient
 import Synchronization
 
@@ -249,8 +250,4 @@ public struct CoordinationUnavailable: Error, Sendable {
 public struct IdempotencyKeyBusy: Error, Sendable, CustomStringConvertible {
     public var key: String
     public var description: String { "another request with idempotency key \(key) is still running" }
-}
-
-extension Duration {
-    var milliseconds: Int64 { components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000 }
 }

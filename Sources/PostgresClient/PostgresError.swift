@@ -35,10 +35,6 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     }
 
     public static let uniqueViolation = "23505"
-    public static let serializationFailure = "40001"
-    public static let deadlockDetected = "40P01"
-    public static let lockNotAvailable = "55P03"
-    public static let queryCanceled = "57014"
 
     static func decoding(_ message: String) -> PostgresError {
         PostgresError(kind: .decoding, message: message)

@@ -136,9 +136,3 @@ public enum RescueQuery {
         return rescued.count
     }
 }
-
-extension Duration {
-    var milliseconds: Int64 {
-        components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000
-    }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import OutboxCore
 import PostgresClient
 
 /// How long finished work is kept.
@@ -149,8 +150,4 @@ public struct WorkerRecord: Sendable, Codable, Equatable {
                          inFlight: try row.decode(at: 7))
         }
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

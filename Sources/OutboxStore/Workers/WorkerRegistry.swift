@@ -1,4 +1,5 @@
 import Foundation
+import OutboxCore
 import PostgresClient
 
 /// Live workers and their leases: one row per worker process.
