@@ -1,5 +1,6 @@
 import Coordination
 import Foundation
+import NIOConcurrencyHelpers
 import OutboxCore
 import OutboxStore
 import PostgresClient
@@ -139,6 +140,32 @@ struct CoordinationTests {
         #expect(simulator.stats.delivered == 1)
         #expect(try await fixture.count("SELECT attempts::int8 FROM wa_outbox.jobs") == 1)
         await fixture.close()
+    }
+
+    @Test func apiTierRateCheckAndIdempotencyLock() async throws {
+        let coordinator = try coordinator()
+        // A synchronous send: allowed while the burst lasts, then a Retry-After for the 429.
+        let limits = SessionLimits(ratePerSecond: 1, burst: 2, pacing: true, minGapMilliseconds: 5_000, maxGapMilliseconds: 5_000)
+        #expect(try await coordinator.checkRate(session: "sync", limits: limits) == nil)
+        #expect(try await coordinator.checkRate(session: "sync", limits: limits) == nil)
+        let retryAfter = try #require(try await coordinator.checkRate(session: "sync", limits: limits))
+        #expect(retryAfter > .milliseconds(500) && retryAfter <= .seconds(1))
+
+        // Two requests with one Idempotency-Key: the second waits until the first is done.
+        let order = NIOLockedValueBox<[String]>([])
+        async let first: Void = coordinator.withIdempotencyLock(org: "org1", key: "k1") {
+            order.withLockedValue { $0.append("first start") }
+            try await Task.sleep(for: .milliseconds(300))
+            order.withLockedValue { $0.append("first end") }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        try await coordinator.withIdempotencyLock(org: "org1", key: "k1") {
+            order.withLockedValue { $0.append("second") }
+        }
+        try await first
+        #expect(order.withLockedValue { $0 } == ["first start", "first end", "second"])
+        // Another organization's identical key does not wait.
+        try await coordinator.withIdempotencyLock(org: "org2", key: "k1", wait: .milliseconds(100)) {}
     }
 
     @Test func redisMemoryStaysBoundedAfterManySessions() async throws {

@@ -56,7 +56,15 @@ struct MultiProcessTests {
         while try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") < 4_000 {
             try await Task.sleep(for: .milliseconds(50))
         }
-        let victimJobs = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'running'")
+        // Kill the first worker while it holds jobs of its own (found through its pid).
+        let victimPID = Int(workers[0].process.processIdentifier)
+        var victimJobs = 0
+        while victimJobs == 0 {
+            victimJobs = try await fixture.count("""
+                SELECT count(*) FROM wa_outbox.jobs j JOIN wa_outbox.workers w ON w.id = j.worker_id
+                WHERE j.state = 'running' AND w.pid = \(victimPID)
+                """)
+        }
         workers[0].signal(SIGKILL)
         let killedAt = Date()
         #expect(await workers[0].exitStatus() != 0)
