@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import Logging
 import OutboxCore
 import RedisClient
@@ -37,9 +38,9 @@ public struct MessageLock: Sendable, Hashable {
 
 /// Shared rate limits, anti-ban pacing and dispatch locks, kept in Redis for every process.
 ///
-/// - One round trip per claimed batch: a Lua script (EVALSHA, pipelined for the batch) checks the message's dispatch lock, the
-///   session's GCRA rate limit, its pacing gap and its hourly and daily budgets, and only if all
-///   pass takes the lock and consumes from each. Time comes from Redis, so machines with skewed
+/// - One script call per claimed batch: a Lua script (EVALSHA) checks, for each job in turn, the
+///   session's GCRA rate limit, its pacing gap, its hourly and daily budgets and the message's
+///   dispatch lock, and only if all pass takes the lock and consumes from each. Time comes from Redis, so machines with skewed
 ///   clocks agree.
 /// - Every key of a session carries the hash tag `{s:SESSION}`, so a script's keys share a slot
 ///   and the scheme works unchanged on Redis Cluster; every key expires, so memory stays bounded.
@@ -52,6 +53,7 @@ public final class Coordinator: Sendable {
     public let lockTTL: Duration
     private let logger: Logger
     private let available = Atomic<Bool>(true)
+    private let clusterMode = NIOLockedValueBox<Bool?>(nil)
 
     public init(redis: RedisDatabase, prefix: String = "wa-outbox", lockTTL: Duration = .seconds(35), logger: Logger) {
         self.redis = redis
@@ -83,45 +85,81 @@ public final class Coordinator: Sendable {
         await admit([Request(session: session, messageID: messageID, limits: limits)])[0]
     }
 
-    /// The gate for a whole claimed batch: every request's script call is pipelined, so a batch
-    /// costs one round trip. Requests are decided in order, so two for one session share its limit.
+    /// The gate for a whole claimed batch, in one round trip: one script call decides every
+    /// request in order (two for one session share its limit). On Redis Cluster, where one script
+    /// may only touch one slot, the batch becomes one call per session, pipelined.
     public func admit(_ requests: [Request]) async -> [Admission] {
         guard !requests.isEmpty else { return [] }
-        let tokens = requests.map { _ in UUID().uuidString }
+        // One random value per batch; the index makes each token unique.
+        let batchToken = UUID().uuidString
+        let tokens = requests.indices.map { "\(batchToken).\($0)" }
         do {
-            var replies = try await redis.pipeline(admitCommands(requests, tokens: tokens, sha: Self.admitScript.sha ?? ""))
+            let groups = try await scriptGroups(requests)
+
+            var replies = try await redis.pipeline(admitCommands(requests, groups, tokens: tokens, sha: Self.admitScript.sha ?? ""))
             if Self.admitScript.sha == nil || replies.contains(where: { if case .error(let text) = $0 { text.hasPrefix("NOSCRIPT") } else { false } }) {
                 // First use on this server, or after SCRIPT FLUSH: load it and ask again.
                 try await redis.loadScript(Self.admitScript)
-                replies = try await redis.pipeline(admitCommands(requests, tokens: tokens, sha: Self.admitScript.sha ?? ""))
+                replies = try await redis.pipeline(admitCommands(requests, groups, tokens: tokens, sha: Self.admitScript.sha ?? ""))
             }
             markAvailable(true)
-            return zip(replies, tokens).map { reply, token in Self.admission(reply, token: token) }
+            var admissions = [Admission](repeating: .wait(.seconds(1), reason: .coordinationUnavailable), count: requests.count)
+            for (group, reply) in zip(groups, replies) {
+                let codes = reply.array ?? []
+                for (position, index) in group.enumerated() where codes.count >= 2 * position + 2 {
+                    admissions[index] = Self.admission(code: codes[2 * position].int, wait: codes[2 * position + 1].int, token: tokens[index])
+                }
+            }
+            return admissions
         } catch {
             markAvailable(false, error)
             return requests.map { _ in .wait(.seconds(1), reason: .coordinationUnavailable) }
         }
     }
 
-    private func admitCommands(_ requests: [Request], tokens: [String], sha: String) -> [RedisCommand] {
-        zip(requests, tokens).map { request, token in
-            let session = request.session
-            let limits = request.limits
-            return RedisCommand("EVALSHA", [
-                sha, 5,
-                key(session, "lock:\(request.messageID)"), key(session, "rate"), key(session, "pace"),
-                key(session, "budget:h"), key(session, "budget:d"),
-                token, Int(lockTTL.milliseconds), 1_000 / max(limits.ratePerSecond, 0.001), max(limits.burst, 1),
-                limits.nextGapMilliseconds(), limits.hourlyBudget ?? 0, limits.dailyBudget ?? 0,
-            ])
+    /// Request indices per script call: all of them against one Redis server, one group per
+    /// session against a cluster (asked once, by `INFO cluster`).
+    private func scriptGroups(_ requests: [Request]) async throws -> [[Int]] {
+        let clustered: Bool
+        if let known = clusterMode.withLockedValue({ $0 }) {
+            clustered = known
+        } else {
+            let info = try await redis.send("INFO", "cluster").string ?? ""
+            clustered = info.contains("cluster_enabled:1")
+            clusterMode.withLockedValue { $0 = clustered }
+        }
+        guard clustered else { return [Array(requests.indices)] }
+        var order: [String] = []
+        var bySession: [String: [Int]] = [:]
+        for (index, request) in requests.enumerated() {
+            if bySession[request.session] == nil { order.append(request.session) }
+            bySession[request.session, default: []].append(index)
+        }
+        return order.map { bySession[$0]! }
+    }
+
+    private func admitCommands(_ requests: [Request], _ groups: [[Int]], tokens: [String], sha: String) -> [RedisCommand] {
+        groups.map { group in
+            var keys: [any RedisArgument] = []
+            var arguments: [any RedisArgument] = [Int(lockTTL.milliseconds)]
+            keys.reserveCapacity(5 * group.count)
+            arguments.reserveCapacity(1 + 6 * group.count)
+            for index in group {
+                let request = requests[index]
+                let session = request.session
+                let limits = request.limits
+                keys += [key(session, "lock:\(request.messageID)"), key(session, "rate"), key(session, "pace"),
+                         key(session, "budget:h"), key(session, "budget:d")]
+                arguments += [tokens[index], 1_000 / max(limits.ratePerSecond, 0.001), max(limits.burst, 1),
+                              limits.nextGapMilliseconds(), limits.hourlyBudget ?? 0, limits.dailyBudget ?? 0]
+            }
+            return RedisCommand("EVALSHA", [sha, keys.count] + keys + arguments)
         }
     }
 
-    private static func admission(_ reply: RedisValue, token: String) -> Admission {
-        guard let values = reply.array, values.count == 2, let code = values[0].int, let wait = values[1].int else {
-            return .wait(.seconds(1), reason: .coordinationUnavailable)
-        }
-        let delay = Duration.milliseconds(max(wait, 1))
+    private static func admission(code: Int64?, wait: Int64?, token: String) -> Admission {
+        guard let code, let wait else { return .wait(.seconds(1), reason: .coordinationUnavailable) }
+        let delay = Duration.milliseconds(Int(max(wait, 1)))
         switch code {
         case 0: return .granted(token: token)
         case 1: return .wait(delay, reason: .dispatchInProgress)
@@ -197,43 +235,48 @@ public final class Coordinator: Sendable {
         }
     }
 
-    // KEYS: lock, rate (GCRA theoretical arrival time), pace (next allowed), hourly and daily counters.
-    // ARGV: token, lock ttl ms, emission interval ms, burst, gap ms (0: no pacing), hourly, daily budget (0: none).
-    // Returns {0, 0} when granted, else {reason, wait ms}: 1 locked (look again within a second),
-    // 2 rate, 3 pacing, 4 budget.
+    // Decides n requests in order. KEYS, five per request: lock, rate (GCRA theoretical arrival
+    // time), pace (next allowed), hourly and daily counters. ARGV: lock ttl ms, then six per
+    // request: token, emission interval ms, burst, gap ms (0: no pacing), hourly and daily budget
+    // (0: none). Returns two integers per request: {0, 0} granted, else {reason, wait ms} with
+    // reason 1 locked (look again within a second), 2 rate, 3 pacing, 4 budget. Without pacing and
+    // budgets a request costs three Redis calls: GET rate, SET lock NX, SET rate.
     static let admitScript = RedisScript("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        local holder = redis.call('GET', KEYS[1])
-        if holder and holder ~= ARGV[1] then
-            return {1, math.min(math.max(redis.call('PTTL', KEYS[1]), 1), 1000)}
-        end
-        local reason, wait = 0, 0
-        local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
-        local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-        if tat < now then tat = now end
-        local new_tat = tat + interval
-        local allow_at = new_tat - burst * interval
-        if allow_at > now then reason, wait = 2, allow_at - now end
-        local gap = tonumber(ARGV[5])
-        local next_at = tonumber(redis.call('GET', KEYS[3]) or '0')
-        if next_at > now and next_at - now > wait then reason, wait = 3, next_at - now end
-        local hourly, daily = tonumber(ARGV[6]), tonumber(ARGV[7])
         local to_hour = 3600000 - now % 3600000
         local to_day = 86400000 - now % 86400000
-        if hourly > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') >= hourly and to_hour > wait then reason, wait = 4, to_hour end
-        if daily > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') >= daily and to_day > wait then reason, wait = 4, to_day end
-        if reason ~= 0 then return {reason, math.ceil(wait)} end
-        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-        redis.call('SET', KEYS[2], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-        if gap > 0 then redis.call('SET', KEYS[3], tostring(now + gap), 'PX', gap + 1000) end
-        if hourly > 0 then
-            if redis.call('INCR', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], to_hour) end
+        local ttl = ARGV[1]
+        local out = {}
+        for i = 0, #KEYS / 5 - 1 do
+            local k, a = i * 5, i * 6 + 1
+            local reason, wait = 0, 0
+            local interval, burst, gap = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+            local hourly, daily = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+            local tat = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+            if tat < now then tat = now end
+            local new_tat = tat + interval
+            local allow_at = new_tat - burst * interval
+            if allow_at > now then reason, wait = 2, allow_at - now end
+            if gap > 0 then
+                local next_at = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+                if next_at - now > wait then reason, wait = 3, next_at - now end
+            end
+            if hourly > 0 and tonumber(redis.call('GET', KEYS[k + 4]) or '0') >= hourly and to_hour > wait then reason, wait = 4, to_hour end
+            if daily > 0 and tonumber(redis.call('GET', KEYS[k + 5]) or '0') >= daily and to_day > wait then reason, wait = 4, to_day end
+            if reason == 0 and not redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'NX', 'PX', ttl) then
+                reason, wait = 1, math.min(math.max(redis.call('PTTL', KEYS[k + 1]), 1), 1000)
+            end
+            if reason == 0 then
+                redis.call('SET', KEYS[k + 2], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+                if gap > 0 then redis.call('SET', KEYS[k + 3], tostring(now + gap), 'PX', gap + 1000) end
+                if hourly > 0 and redis.call('INCR', KEYS[k + 4]) == 1 then redis.call('PEXPIRE', KEYS[k + 4], to_hour) end
+                if daily > 0 and redis.call('INCR', KEYS[k + 5]) == 1 then redis.call('PEXPIRE', KEYS[k + 5], to_day) end
+            end
+            out[#out + 1] = reason
+            out[#out + 1] = math.ceil(wait)
         end
-        if daily > 0 then
-            if redis.call('INCR', KEYS[5]) == 1 then redis.call('PEXPIRE', KEYS[5], to_day) end
-        end
-        return {0, 0}
+        return out
         """)
 
     static let releaseSource = """

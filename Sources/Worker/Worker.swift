@@ -12,7 +12,7 @@ public struct WorkerConfiguration: Sendable {
     /// Shown in `wa_outbox.workers` and logs.
     public var name: String
     /// Dispatches in flight in this process at most.
-    public var concurrency = 64
+    public var concurrency = 256
     /// Jobs taken by one claim at most.
     public var batchSize = 100
     /// How long the jobs of a worker that stops heartbeating stay held; heartbeats come every third of it.
@@ -131,8 +131,16 @@ public final class Worker: Sendable {
                     await wakeup.wait(timeout: configuration.pollInterval)
                     continue
                 }
-                for (job, operation, context, lock) in await admit(claimed) {
-                    group.addTask { await self.dispatch(job, operation, context, lock: lock) }
+                // Admission (one Redis round trip) runs beside the next claim instead of before it.
+                if !claimed.isEmpty {
+                    let batch = claimed
+                    group.addTask {
+                        await withDiscardingTaskGroup { dispatches in
+                            for (job, operation, context, lock) in await self.admit(batch) {
+                                dispatches.addTask { await self.dispatch(job, operation, context, lock: lock) }
+                            }
+                        }
+                    }
                 }
             }
             if claimed.count == requested && requested > 0 { continue }

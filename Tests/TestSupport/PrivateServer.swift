@@ -10,9 +10,10 @@ public final class PrivateServer: Sendable {
     public let directory: URL
     public let url: String
 
-    public static func start(_ kind: Kind) async throws -> PrivateServer {
+    /// `options`: `cluster` starts a one-node Redis Cluster.
+    public static func start(_ kind: Kind, _ options: String...) async throws -> PrivateServer {
         let directory = try TestEnvironment.scratchDirectory("private-\(kind.rawValue)")
-        let url = try await run("\(kind.rawValue)-start", directory.path)
+        let url = try await run(["\(kind.rawValue)-start", directory.path] + options)
         return PrivateServer(kind: kind, directory: directory, url: url)
     }
 
@@ -34,6 +35,10 @@ public final class PrivateServer: Sendable {
 
     @discardableResult
     static func run(_ arguments: String...) async throws -> String {
+        try await run(arguments)
+    }
+
+    static func run(_ arguments: [String]) async throws -> String {
         let script = ProcessInfo.processInfo.environment["WA_OUTBOX_SERVERS"]
             ?? TestEnvironment.repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path
         let result = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"), [script] + arguments)

@@ -142,6 +142,24 @@ struct CoordinationTests {
         await fixture.close()
     }
 
+    @Test func aBatchAcrossSessionsIsAdmittedOnRedisCluster() async throws {
+        // On a cluster one script may only touch one slot, so a batch over three sessions must
+        // become one call per session; a single call would fail with CROSSSLOT.
+        let cluster = try await PrivateServer.start(.redis, "cluster")
+        let coordinator = try coordinator(cluster.url)
+        let limits = SessionLimits(ratePerSecond: 1_000, burst: 2, pacing: false)
+        let requests = ["a", "b", "c", "a", "b", "c", "a"].enumerated().map { index, session in
+            Coordinator.Request(session: session, messageID: "3EB0CLUSTER\(index)", limits: limits)
+        }
+        let admissions = await coordinator.admit(requests)
+        // Burst 2: each session's first two pass, the third of session a waits for the rate.
+        let granted = admissions.map { if case .granted = $0 { true } else { false } }
+        #expect(granted == [true, true, true, true, true, true, false])
+        if case .wait(_, let reason) = admissions[6] { #expect(reason == .rateLimited) }
+        #expect(coordinator.isAvailable)
+        await cluster.destroy()
+    }
+
     @Test func apiTierRateCheckAndIdempotencyLock() async throws {
         let coordinator = try coordinator()
         // A synchronous send: allowed while the burst lasts, then a Retry-After for the 429.

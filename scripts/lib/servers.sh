@@ -99,20 +99,26 @@ wa_pg_restart() {
     wa_pg_start "$1" >/dev/null
 }
 
-# wa_redis_start DIR: starts redis-server without persistence; prints the URL.
+# wa_redis_start DIR [cluster]: starts redis-server without persistence; prints the URL. With
+# 'cluster', a one-node Redis Cluster that owns every slot (scripts touching two slots fail there).
 wa_redis_start() {
-    local dir=$1 port
+    local dir=$1 mode=${2:-} port cluster=()
     mkdir -p "$dir"
     [ -f "$dir/port" ] || wa_free_port >"$dir/port"
     port=$(cat "$dir/port")
+    [ "$mode" = cluster ] && cluster=(--cluster-enabled yes --cluster-config-file "$dir/nodes.conf")
     (wa_close_inherited_fds; wa_unblocked redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null </dev/null)
+        "${cluster[@]}" --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null </dev/null)
     local tries=0
     until redis-cli -p "$port" ping >/dev/null 2>&1; do
         tries=$((tries + 1))
         [ $tries -gt 100 ] && { wa_log "redis did not start"; tail -n 20 "$dir/redis.log" >&2; return 1; }
         sleep 0.05
     done
+    if [ "$mode" = cluster ]; then
+        redis-cli -p "$port" cluster addslotsrange 0 16383 >/dev/null
+        until redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok'; do sleep 0.05; done
+    fi
     echo "redis://127.0.0.1:$port/0"
 }
 
@@ -142,6 +148,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
         redis-start) wa_redis_start "$@" ;;
         redis-stop) wa_redis_stop "$@" ;;
         redis-restart) wa_redis_restart "$@" ;;
-        *) wa_log "usage: $0 install | pg-start|pg-stop|pg-restart DIR | redis-start|redis-stop|redis-restart DIR"; exit 2 ;;
+        *) wa_log "usage: $0 install | pg-start|pg-stop|pg-restart DIR | redis-start DIR [cluster] | redis-stop|redis-restart DIR"; exit 2 ;;
     esac
 fi
