@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // C libraries, found through pkg-config and installed from Debian.
@@ -77,7 +78,12 @@ let package = Package(
         // A WhatsApp that keeps WhatsApp's rules: in-process, and over HTTP in wuzapi's dialect.
         .target(
             name: "Simulator",
-            dependencies: ["Engines", "OutboxCore", .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: [
+                "Engines", "OutboxCore", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The worker loop: claim, dispatch, complete, heartbeat, rescue, shutdown.
@@ -90,11 +96,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The worker's admin port: /healthz, /readyz, /metrics.
+        // Delivery and read receipts from the engines' webhooks: signatures and payloads.
+        .target(
+            name: "Receipts",
+            dependencies: ["OutboxCore", "OutboxStore", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        // The worker's HTTP port: /healthz, /readyz, /metrics, the operator API, receipt webhooks.
         .target(
             name: "Admin",
             dependencies: [
-                "Worker", "OutboxStore", "PostgresClient", "RedisClient", "Coordination",
+                "Worker", "OutboxStore", "PostgresClient", "RedisClient", "Coordination", "Receipts",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -103,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "wa-outbox",
             dependencies: [
-                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination", "Admin",
+                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination", "Admin", "Receipts",
                 .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -140,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "WorkerTests",
             dependencies: [
-                "Worker", "OutboxStore", "OutboxCore", "Engines", "Simulator", "Coordination", "RedisClient", "PostgresClient", "TestSupport",
+                "Worker", "OutboxStore", "OutboxCore", "Engines", "Simulator", "Coordination", "RedisClient", "PostgresClient", "TestSupport", "Receipts",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -4,6 +4,7 @@ import Hummingbird
 import OutboxStore
 import PostgresClient
 import Prometheus
+import Receipts
 import RedisClient
 import Worker
 
@@ -14,11 +15,14 @@ import Worker
 ///   configured), and the worker is not shutting down. 503 with the failing checks otherwise.
 /// - `/metrics`: Prometheus text format from the process's registry.
 /// - `/admin/…`: the operator API (`AdminAPI`), behind the operator token.
+/// - `/webhooks/…`: the engines' receipt webhooks (`ReceiptRoutes`), behind each engine's secret.
 public enum AdminServer {
     public static func router(worker: Worker, database: PostgresDatabase, coordinator: Coordinator?,
-                              registry: PrometheusCollectorRegistry, operatorToken: String?) -> Router<BasicRequestContext> {
+                              registry: PrometheusCollectorRegistry, operatorToken: String?,
+                              webhookSecrets: [ReceiptWebhook.Engine: String] = [:]) -> Router<BasicRequestContext> {
         let router = Router()
         AdminAPI.register(on: router, database: database, token: operatorToken)
+        ReceiptRoutes.register(on: router, database: database, secrets: webhookSecrets)
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/readyz") { _, _ -> Response in
             var failing: [String] = []

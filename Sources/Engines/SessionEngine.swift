@@ -26,4 +26,15 @@ public enum EngineSessionStatus: String, Sendable, Codable {
 public protocol SessionEngine: Sendable {
     func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt
     func status(session: String) async throws(DispatchFailure) -> EngineSessionStatus
+    /// Before re-sending `operation` after an ambiguous timeout: the session's own recent messages
+    /// in that chat that match it, newest first (the caller skips those another job already owns).
+    /// Engines that take our message id return none: a re-send with the same id is dropped by
+    /// WhatsApp clients. Engines that choose their own ids must look.
+    func reconcile(_ operation: WhatsAppOperation, session: String, since: Date) async throws(DispatchFailure) -> [EngineReceipt]
+}
+
+extension SessionEngine {
+    public func reconcile(_ operation: WhatsAppOperation, session: String, since: Date) async throws(DispatchFailure) -> [EngineReceipt] {
+        []
+    }
 }

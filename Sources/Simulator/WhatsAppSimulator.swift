@@ -21,6 +21,12 @@ public struct SimulatorConfiguration: Sendable {
     /// Edit and revoke windows, as WhatsApp's official apps allow.
     public var editWindow: Duration = .seconds(15 * 60)
     public var revokeWindow: Duration = .seconds(48 * 3600)
+    /// How long a send to a session that is not connected hangs before it is refused (WAHA: ~5 s).
+    public var notConnectedDelay: Duration = .zero
+    /// Receipts: the recipient's phone acknowledges a sent message after `deliveredAfter`, and
+    /// shows it after `readAfter` (nil: never read).
+    public var deliveredAfter: Duration = .milliseconds(50)
+    public var readAfter: Duration? = .milliseconds(150)
 
     public init() {}
 }
@@ -36,6 +42,8 @@ public enum SimulatorError: Error, Sendable, Equatable {
     case editWindowPassed(String)
     case revokeWindowPassed(String)
     case transient
+    /// The engine refuses the session's credentials (a wrong token or API key).
+    case unauthorized
     /// Delivered, but the answer is lost.
     case ambiguousTimeout
 }
@@ -65,14 +73,39 @@ public final class WhatsAppSimulator: Sendable {
     private struct SentMessage {
         var session: String
         var chat: String
-        var type: String
+        var content: MessageContent
         var sentAt: Date
         var revoked = false
+        var type: String { content.typeName }
+    }
+
+    /// One of a session's own messages in a chat, as an engine lists them.
+    public struct ListedMessage: Sendable {
+        public var id: String
+        public var content: MessageContent
+        public var sentAt: Date
+    }
+
+    /// A receipt the recipient's phone sends back for a delivered message.
+    public struct Receipt: Sendable {
+        public enum Kind: String, Sendable { case delivered, read }
+        public var session: String
+        public var chat: String
+        public var messageID: String
+        public var kind: Kind
     }
 
     private struct State {
         var sessionStates: [String: EngineSessionStatus] = [:]
+        var unauthorized: Set<String> = []
         var messages: [String: SentMessage] = [:]
+        /// Message ids per (session, chat), oldest first.
+        var chats: [String: [String]] = [:]
+        /// What was delivered per (session, chat, content): the same content twice is a duplicate
+        /// delivery, whatever its id (engines without caller-chosen ids).
+        var contents: Set<String> = []
+        var deliveredTwice = 0
+        var receiptHandler: (@Sendable (Receipt) -> Void)?
         var delivered = 0
         var suppressedDuplicates = 0
         var edits = 0
@@ -99,14 +132,41 @@ public final class WhatsAppSimulator: Sendable {
         public var suppressedDuplicates: Int
         public var edits: Int
         public var revokes: Int
+        /// Deliveries of content already delivered to that chat by that session.
+        public var deliveredTwice: Int
     }
 
     public var stats: Stats {
-        state.withLockedValue { Stats(delivered: $0.delivered, suppressedDuplicates: $0.suppressedDuplicates, edits: $0.edits, revokes: $0.revokes) }
+        state.withLockedValue {
+            Stats(delivered: $0.delivered, suppressedDuplicates: $0.suppressedDuplicates, edits: $0.edits, revokes: $0.revokes,
+                  deliveredTwice: $0.deliveredTwice)
+        }
+    }
+
+    /// Called for every receipt (delivered, then read) of a sent message; the HTTP dialects turn
+    /// them into their engine's webhooks.
+    public func onReceipt(_ handler: @escaping @Sendable (Receipt) -> Void) {
+        state.withLockedValue { $0.receiptHandler = handler }
+    }
+
+    /// A session's own latest messages in a chat, newest first (what an engine's chat history shows).
+    public func messages(session: String, chat: String, limit: Int) -> [ListedMessage] {
+        state.withLockedValue { state in
+            (state.chats["\(session)\u{0}\(chat)"] ?? []).suffix(limit).reversed().compactMap { id in
+                state.messages[id].map { ListedMessage(id: id, content: $0.content, sentAt: $0.sentAt) }
+            }
+        }
     }
 
     public func setStatus(_ status: EngineSessionStatus, session: String) {
         state.withLockedValue { $0.sessionStates[session] = status }
+    }
+
+    /// Whether the engine accepts the session's credentials (false: every call is refused, 401).
+    public func setCredentialsValid(_ valid: Bool, session: String) {
+        state.withLockedValue { state in
+            if valid { state.unauthorized.remove(session) } else { state.unauthorized.insert(session) }
+        }
     }
 
     public func status(session: String) -> EngineSessionStatus {
@@ -128,7 +188,11 @@ public final class WhatsAppSimulator: Sendable {
         let roll = Double.random(in: 0..<1)
         if roll < configuration.transientFailureRate { throw .transient }
         let ambiguous = roll < configuration.transientFailureRate + configuration.ambiguousTimeoutRate
-        let result = state.withLockedValue { state -> Result<EngineReceipt, SimulatorError> in
+        if status(session: session) != .connected, status(session: session) != .restricted, configuration.notConnectedDelay > .zero {
+            try? await Task.sleep(for: configuration.notConnectedDelay)
+        }
+        let result = state.withLockedValue { state -> Result<(EngineReceipt, fresh: Bool), SimulatorError> in
+            if state.unauthorized.contains(session) { return .failure(.unauthorized) }
             switch state.sessionStates[session] ?? .connected {
             case .restricted: return .failure(.restricted)
             case .disconnected, .connecting: return .failure(.notConnected)
@@ -142,9 +206,13 @@ public final class WhatsAppSimulator: Sendable {
                 window.count += 1
                 state.rateWindow[session] = window
             }
-            return Result { () throws(SimulatorError) in try apply(operation, session: session, now: now, state: &state) }
+            let before = state.delivered
+            return Result { () throws(SimulatorError) in
+                (try apply(operation, session: session, now: now, state: &state), fresh: state.delivered > before)
+            }
         }
-        let receipt = try result.get()
+        let (receipt, fresh) = try result.get()
+        if fresh { scheduleReceipts(session: session, chat: operation.chat, id: receipt.messageID) }
         if ambiguous { throw .ambiguousTimeout }
         return receipt
     }
@@ -160,7 +228,9 @@ public final class WhatsAppSimulator: Sendable {
                 state.suppressedDuplicates += 1
                 return EngineReceipt(messageID: id, timestamp: existing.sentAt)
             }
-            state.messages[id] = SentMessage(session: session, chat: chat, type: content.typeName, sentAt: now)
+            state.messages[id] = SentMessage(session: session, chat: chat, content: content, sentAt: now)
+            state.chats["\(session)\u{0}\(chat)", default: []].append(id)
+            if !state.contents.insert("\(session)\u{0}\(chat)\u{0}\(content)").inserted { state.deliveredTwice += 1 }
             state.delivered += 1
             record(Delivery(session: session, chat: chat, id: id, kind: "send", type: content.typeName, time: now.timeIntervalSince1970), into: &state)
         case .edit(let id, let chat, _):
@@ -183,6 +253,18 @@ public final class WhatsAppSimulator: Sendable {
             record(Delivery(session: session, chat: chat, id: id, kind: "revoke", type: nil, time: now.timeIntervalSince1970), into: &state)
         }
         return EngineReceipt(messageID: operation.messageID, timestamp: now)
+    }
+
+    private func scheduleReceipts(session: String, chat: String, id: String) {
+        guard let handler = state.withLockedValue({ $0.receiptHandler }) else { return }
+        let configuration = configuration
+        Task {
+            try? await Task.sleep(for: configuration.deliveredAfter)
+            handler(Receipt(session: session, chat: chat, messageID: id, kind: .delivered))
+            guard let readAfter = configuration.readAfter else { return }
+            try? await Task.sleep(for: readAfter)
+            handler(Receipt(session: session, chat: chat, messageID: id, kind: .read))
+        }
     }
 
     private func record(_ delivery: Delivery, into state: inout State) {
@@ -230,6 +312,7 @@ extension SimulatorError {
         case .editWindowPassed(let id): .permanent(.editWindowExpired, "message \(id) is older than the edit window")
         case .revokeWindowPassed(let id): .permanent(.revokeWindowExpired, "message \(id) is older than the revoke window")
         case .transient: .transient("simulated transient failure")
+        case .unauthorized: .permanent(.engineError, "the engine refused the session's credentials")
         case .ambiguousTimeout: .timeout("simulated timeout after delivery")
         }
     }

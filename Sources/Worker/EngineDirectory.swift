@@ -69,6 +69,11 @@ public final class EngineDirectory: Sendable {
                 throw .permanent(.engineError, "session \(record.id) uses wuzapi but has no engine URL")
             }
             return WuzapiEngine(baseURL: url, token: try credential(record), requestTimeout: requestTimeout)
+        case "waha":
+            guard let url = record.engineURL else {
+                throw .permanent(.engineError, "session \(record.id) uses waha but has no engine URL")
+            }
+            return WahaEngine(baseURL: url, apiKey: try credential(record), requestTimeout: requestTimeout)
         default:
             throw .permanent(.engineError, "engine \(record.engine) of session \(record.id) is not supported by this worker version")
         }

@@ -28,6 +28,8 @@ public struct WorkerConfiguration: Sendable {
     public var retry = RetryPolicy()
     /// How often this worker tries to prune (only one process prunes at a time); nil: never.
     public var pruneInterval: Duration? = .seconds(60)
+    /// How often each session's engine is asked whether it is connected (shared by all workers).
+    public var healthInterval: Duration = .seconds(10)
     public var retention = Retention()
 
     public init(name: String) {
@@ -60,6 +62,9 @@ public final class Worker: Sendable {
         var stopping = false
         var running: [Int64: ClaimedJob] = [:]
         var dispatched = 0
+        var reconciled = 0
+        /// Edits and revokes of messages the engine knows by its own id (WAHA), until dispatched.
+        var engineTargets: [Int64: String] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -92,6 +97,10 @@ public final class Worker: Sendable {
     /// Jobs this worker has finished dispatching (for progress lines).
     public var dispatchedCount: Int { state.withLockedValue { $0.dispatched } }
 
+    /// Sends whose re-send after an ambiguous timeout was avoided because the engine already had
+    /// the message (WAHA reconciliation).
+    public var reconciledCount: Int { state.withLockedValue { $0.reconciled } }
+
     public func run() async throws {
         try await database.withConnection { connection in
             try await WorkerRegistry.register(id: id, name: configuration.name, host: ProcessInfo.processInfo.hostName,
@@ -104,6 +113,7 @@ public final class Worker: Sendable {
             group.addTask { await self.heartbeatLoop() }
             group.addTask { await self.rescueLoop() }
             group.addTask { await self.flushLoop() }
+            group.addTask { await self.healthLoop() }
             if let interval = configuration.pruneInterval { group.addTask { await self.pruneLoop(every: interval) } }
             try await claimLoop(&group)
             await drain()
@@ -155,11 +165,13 @@ public final class Worker: Sendable {
     }
 
     private func claim(limit: Int) async throws -> [ClaimedJob] {
-        let (jobs, refused) = try await database.withConnection { connection in
+        let (jobs, verdict) = try await database.withConnection { connection in
             let jobs = try await ClaimQuery.claim(workerID: id, limit: limit, on: connection)
-            let refused = try await Preflight.check(jobs, on: connection)
-            return (jobs, refused)
+            let verdict = try await Preflight.check(jobs, on: connection)
+            return (jobs, verdict)
         }
+        let refused = verdict.refused
+        if !verdict.engineTargets.isEmpty { state.withLockedValue { $0.engineTargets.merge(verdict.engineTargets) { $1 } } }
         state.withLockedValue { state in
             state.inFlight += jobs.count
             for job in jobs { state.running[job.id] = job }
@@ -173,7 +185,7 @@ public final class Worker: Sendable {
     private func hasPendingWork() async throws -> Bool {
         let rows = try await database.query("""
             SELECT EXISTS (SELECT 1 FROM wa_outbox.lanes l JOIN wa_outbox.sessions s ON s.id = l.session_id
-                           WHERE l.pending > 0 AND s.state = 'active')
+                           WHERE l.pending > 0 AND s.state = 'active' AND s.engine_status IN ('unknown', 'connected'))
             """)
         return try rows[0].decode(Bool.self, at: 0)
     }
@@ -195,7 +207,11 @@ public final class Worker: Sendable {
         var ready: [(ClaimedJob, WhatsAppOperation, SessionContext)] = []
         for job in jobs {
             do {
-                ready.append((job, try WhatsAppOperation(job: job), try await engines.context(for: job.sessionID)))
+                var operation = try WhatsAppOperation(job: job)
+                if let target = state.withLockedValue({ $0.engineTargets.removeValue(forKey: job.id) }) {
+                    operation = operation.addressing(engineMessageID: target)
+                }
+                ready.append((job, operation, try await engines.context(for: job.sessionID)))
             } catch let error as OutboxError {
                 report(job, .failed(code: error.code, message: error.message))
             } catch let failure as DispatchFailure {
@@ -223,10 +239,22 @@ public final class Worker: Sendable {
 
     private func dispatch(_ job: ClaimedJob, _ operation: WhatsAppOperation, _ context: SessionContext, lock: MessageLock?) async {
         let outcome: Outcome
+        var engineMessageID: String?
         let started = ContinuousClock.now
         defer { WorkerMetrics.dispatchDuration(ContinuousClock.now - started, engine: context.engineName) }
         do {
-            _ = try await context.engine.perform(operation, session: job.sessionID)
+            // After an ambiguous timeout an engine without caller-chosen ids may already have the
+            // message: adopt it instead of sending it twice.
+            if job.previousErrorCode == .timeout, case .send = operation,
+               let found = try await unclaimed(context.engine.reconcile(operation, session: job.sessionID, since: job.createdAt), session: job.sessionID) {
+                engineMessageID = found.messageID
+                state.withLockedValue { $0.reconciled += 1 }
+                WorkerMetrics.reconciled(engine: context.engineName)
+                logger(for: job).info("adopted the message the engine already had; not sending it again",
+                                      metadata: ["engine.message_id": "\(found.messageID)"])
+            } else {
+                engineMessageID = try await context.engine.perform(operation, session: job.sessionID).messageID
+            }
             outcome = .succeeded
         } catch {
             if Task.isCancelled {
@@ -237,12 +265,27 @@ public final class Worker: Sendable {
                 outcome = configuration.retry.outcome(of: error, attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline)
             }
         }
-        report(job, outcome, lock: lock)
+        report(job, outcome, lock: lock, engineMessageID: engineMessageID)
+    }
+
+    /// The first candidate no other job of the session already owns.
+    private func unclaimed(_ candidates: [EngineReceipt], session: String) async throws(DispatchFailure) -> EngineReceipt? {
+        guard !candidates.isEmpty else { return nil }
+        let taken: Set<String>
+        do {
+            taken = Set(try await database.query("""
+                SELECT engine_key_id FROM wa_outbox.jobs
+                WHERE session_id = \(session) AND engine_key_id = ANY(\(candidates.map { MessageKey.keyID(of: $0.messageID) })::text[])
+                """).map { try $0.decode(String.self, at: 0) })
+        } catch {
+            throw .transient("cannot check reconciliation candidates: \(error)")
+        }
+        return candidates.first { !taken.contains(MessageKey.keyID(of: $0.messageID)) }
     }
 
     /// Logs a job's outcome (one line per outcome, with job, session and organization ids) and
     /// queues its completion.
-    private func report(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil) {
+    private func report(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
         let jobLogger = logger(for: job)
         switch outcome {
         case .succeeded:
@@ -251,19 +294,23 @@ public final class Worker: Sendable {
             jobLogger.warning("job failed", metadata: ["job.kind": "\(job.kind.rawValue)", "error.code": "\(code.rawValue)", "error": "\(message)", "attempt": "\(job.attempt)"])
         case .retry(let delay, let code, _):
             jobLogger.info("job will retry", metadata: ["error.code": "\(code.rawValue)", "attempt": "\(job.attempt)", "retry_in": "\(delay)"])
+        case .defer_(_, .accountRestricted, let message):
+            jobLogger.error("WhatsApp restricted this session's account (463): its jobs are paused until an operator sets it active",
+                            metadata: ["error": "\(message)"])
         case .defer_(let delay, let code, _):
             jobLogger.debug("job deferred", metadata: ["reason": "\(code.rawValue)", "retry_in": "\(delay)"])
         }
         WorkerMetrics.outcome(outcome, kind: job.kind)
-        finish(job, outcome, lock: lock)
+        finish(job, outcome, lock: lock, engineMessageID: engineMessageID)
     }
 
-    private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil) {
+    private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
         let accepted = state.withLockedValue { state -> Bool in
             guard state.running.removeValue(forKey: job.id) != nil else { return false }
             state.inFlight -= 1
             if case .defer_ = outcome {} else { state.dispatched += 1 }
-            state.completions.append(Completion(jobID: job.id, attempt: job.attempt, workerID: id, outcome: outcome))
+            state.completions.append(Completion(jobID: job.id, attempt: job.attempt, workerID: id, outcome: outcome,
+                                                engineMessageID: outcome == .succeeded ? engineMessageID : nil))
             // A sent message is never dispatched again: its lock just expires (lockTTL). Locks of
             // jobs that will run again are released once their completion is written.
             if let lock, outcome != .succeeded { state.locks.append(lock) }
@@ -378,6 +425,46 @@ public final class Worker: Sendable {
             } catch {
                 logger.warning("prune failed", metadata: ["error": "\(error)"])
             }
+        }
+    }
+
+    /// Polls the engines of sessions due for a check; see `SessionHealth`.
+    private func healthLoop() async {
+        while !Task.isCancelled {
+            do {
+                let due = try await database.withConnection { connection in
+                    try await SessionHealth.due(every: configuration.healthInterval, on: connection)
+                }
+                let statuses = await withTaskGroup(of: (String, SessionHealth.Status).self) { group in
+                    for session in due {
+                        group.addTask { (session, await self.engineStatus(of: session)) }
+                    }
+                    return await group.reduce(into: []) { $0.append($1) }
+                }
+                try await database.withConnection { connection in
+                    try await SessionHealth.record(statuses.map { (session: $0.0, status: $0.1) }, on: connection)
+                }
+                for (session, status) in statuses where status != .connected {
+                    logger.info("session not connected; its jobs wait", metadata: ["session.id": "\(session)", "engine.status": "\(status.rawValue)"])
+                }
+            } catch {
+                logger.warning("session health check failed", metadata: ["error": "\(error)"])
+            }
+            guard (try? await Task.sleep(for: min(configuration.healthInterval / 2, .seconds(5)))) != nil else { return }
+        }
+    }
+
+    private func engineStatus(of session: String) async -> SessionHealth.Status {
+        do {
+            switch try await engines.context(for: session).engine.status(session: session) {
+            // A restricted account is connected; its first send gets the 463 that restricts the session.
+            case .connected, .restricted: return .connected
+            case .connecting: return .connecting
+            case .disconnected: return .disconnected
+            }
+        } catch {
+            // An engine that cannot be asked cannot send either.
+            return .disconnected
         }
     }
 

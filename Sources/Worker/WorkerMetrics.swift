@@ -28,6 +28,7 @@ enum WorkerMetrics {
     static func inFlight(_ count: Int) { Gauge(label: "wa_outbox_in_flight").record(count) }
     static func rescued(_ count: Int) { Counter(label: "wa_outbox_lease_rescues_total").increment(by: count) }
     static func postgresError() { Counter(label: "wa_outbox_postgres_errors_total").increment() }
+    static func reconciled(engine: String) { Counter(label: "wa_outbox_reconciled_total", dimensions: [("engine", engine)]).increment() }
     static func redisError() { Counter(label: "wa_outbox_redis_errors_total").increment() }
 
     static func queue(depth: Int, oldestSeconds: Double) {

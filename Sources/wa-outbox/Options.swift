@@ -41,6 +41,8 @@ struct SimulatorOptions: ParsableArguments {
     var ambiguousDelayMilliseconds: Int?
     @Option(name: .customLong("sim-rate-limit"), help: "Operations per second per session before 429 (env: WA_OUTBOX_SIM_RATE_LIMIT).")
     var rateLimit: Int?
+    @Option(name: .customLong("sim-not-connected-delay-ms"), help: "How long a send to a session that is not connected hangs before it is refused; WAHA takes about 5000 (env: WA_OUTBOX_SIM_NOT_CONNECTED_DELAY_MS).")
+    var notConnectedDelayMilliseconds: Int?
 
     var configuration: SimulatorConfiguration {
         var configuration = SimulatorConfiguration()
@@ -49,6 +51,7 @@ struct SimulatorOptions: ParsableArguments {
         configuration.ambiguousTimeoutRate = setting(ambiguousRate, "WA_OUTBOX_SIM_AMBIGUOUS_RATE", 0)
         configuration.ambiguousDelay = .milliseconds(setting(ambiguousDelayMilliseconds, "WA_OUTBOX_SIM_AMBIGUOUS_DELAY_MS", 3_000))
         configuration.rateLimitPerSecond = rateLimit ?? environment["WA_OUTBOX_SIM_RATE_LIMIT"].flatMap(Int.init)
+        configuration.notConnectedDelay = .milliseconds(setting(notConnectedDelayMilliseconds, "WA_OUTBOX_SIM_NOT_CONNECTED_DELAY_MS", 0))
         return configuration
     }
 }

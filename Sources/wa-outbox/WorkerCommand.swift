@@ -4,6 +4,7 @@ import Coordination
 import Hummingbird
 import Metrics
 import Prometheus
+import Receipts
 import Engines
 import Foundation
 import Logging
@@ -41,6 +42,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var adminListen: String?
     @Option(name: .customLong("prune-interval-ms"), help: "How often to prune finished work; 0: never (env: WA_OUTBOX_PRUNE_INTERVAL_MS; default 60000).")
     var pruneIntervalMilliseconds: Int?
+    @Option(name: .customLong("health-interval-ms"), help: "How often each session's engine is asked whether it is connected, across all workers (env: WA_OUTBOX_HEALTH_INTERVAL_MS; default 10000).")
+    var healthIntervalMilliseconds: Int?
 
     @Option(name: .customLong("redis-url"), help: "Redis for shared limits and dispatch locks (env: REDIS_URL). Without it, no limits are enforced.")
     var redisURL: String?
@@ -60,6 +63,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.exitWhenIdle = exitWhenIdle
         let pruneEvery = setting(pruneIntervalMilliseconds, "WA_OUTBOX_PRUNE_INTERVAL_MS", 60_000)
         configuration.pruneInterval = pruneEvery > 0 ? .milliseconds(pruneEvery) : nil
+        configuration.healthInterval = .milliseconds(max(setting(healthIntervalMilliseconds, "WA_OUTBOX_HEALTH_INTERVAL_MS", 10_000), 100))
         configuration.retention = retention.retention
         guard configuration.concurrency > 0, configuration.batchSize > 0, configuration.lease >= .milliseconds(300) else {
             throw ValidationError("concurrency and batch size must be positive and the lease at least 300 ms")
@@ -91,7 +95,7 @@ struct WorkerCommand: AsyncParsableCommand {
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let router = AdminServer.router(worker: worker, database: db, coordinator: coordinator, registry: registry,
-                                            operatorToken: environment["WA_OUTBOX_ADMIN_TOKEN"])
+                                            operatorToken: environment["WA_OUTBOX_ADMIN_TOKEN"], webhookSecrets: webhookSecrets())
             services.append(.init(service: Application(router: router, configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)))
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
@@ -102,6 +106,15 @@ struct WorkerCommand: AsyncParsableCommand {
         defer { sim.flush() }
         try await group.run()
         await db.close()
+    }
+
+    /// Each engine's receipt-webhook secret, from its environment variable.
+    private func webhookSecrets() -> [ReceiptWebhook.Engine: String] {
+        var secrets: [ReceiptWebhook.Engine: String] = [:]
+        for engine in ReceiptWebhook.Engine.allCases {
+            if let secret = environment[engine.secretVariable], !secret.isEmpty { secrets[engine] = secret }
+        }
+        return secrets
     }
 }
 

@@ -17,7 +17,7 @@ struct RetryPolicyTests {
 
     @Test func permanentFailuresFailAtOnce() {
         #expect(policy.outcome(of: .permanent(.accountRestricted, "463"), attempt: 1, maxAttempts: 8, deadline: later)
-                == .failed(code: .accountRestricted, message: "463"))
+                == .defer_(after: .zero, code: .accountRestricted, message: "463"))
     }
 
     @Test func transientFailuresRetryUntilTheLimit() {

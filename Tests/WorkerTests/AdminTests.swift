@@ -31,7 +31,7 @@ struct AdminTests {
         let fixture = try await Fixture.make()
         let simulator = try await HTTPSimulator.start()
         try await fixture.addSessions(["ok1", "ok2", "banned"], engine: "wuzapi", url: simulator.baseURL)
-        try await simulator.setStatus("restricted", session: "banned")
+        try await simulator.setStatus("unauthorized", session: "banned")
         try await fixture.enqueueTexts(count: 300, sessions: ["ok1", "ok2", "banned"], chatsPerSession: 5)
         let port = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
                                             [TestEnvironment.repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"])
@@ -63,7 +63,7 @@ struct AdminTests {
         #expect(parsed.status == 0, "prometheus_client could not parse /metrics: \(text.prefix(500))")
         let samples = try JSONDecoder().decode([String: Double].self, from: Data(parsed.output.utf8))
         let succeeded = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'")
-        let failed = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed' AND error_code = 'account_restricted'")
+        let failed = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed' AND error_code = 'engine_error'")
         #expect(succeeded == 200)
         #expect(failed == 100)
         #expect(samples["wa_outbox_jobs_total{kind=send,outcome=succeeded}"] == Double(succeeded))

@@ -60,14 +60,14 @@ struct Fixture {
     /// Runs an in-process worker until the queue is drained.
     @discardableResult
     func drain(simulator: WhatsAppSimulator, coordinator: Coordinator? = nil, limits: SessionLimits = SessionLimits(),
-               configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> Worker {
+               requestTimeout: Duration = .seconds(30), configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> Worker {
         var configuration = WorkerConfiguration(name: "test")
         configuration.exitWhenIdle = true
         configuration.pollInterval = .milliseconds(50)
         configuration.retry = RetryPolicy(base: .milliseconds(10), cap: .milliseconds(50), sessionRecheck: .milliseconds(50))
         configure(&configuration)
         let worker = Worker(configuration: configuration, database: database, listenerConfiguration: PostgresConfiguration(url),
-                            engines: EngineDirectory(database: database, simulator: simulator, defaultLimits: limits),
+                            engines: EngineDirectory(database: database, simulator: simulator, requestTimeout: requestTimeout, defaultLimits: limits),
                             coordinator: coordinator, logger: TestEnvironment.logger)
         try await worker.run()
         return worker

@@ -23,22 +23,22 @@ struct OperationsTests {
         try await fixture.enqueueTexts(count: 1_000, sessions: ["broken"], chatsPerSession: 20)
         try await fixture.enqueueTexts(count: 50, sessions: ["healthy"], chatsPerSession: 5)
         let simulator = try WhatsAppSimulator()
-        simulator.setStatus(.restricted, session: "broken")
+        simulator.setCredentialsValid(false, session: "broken")  // the engine refuses the session's token
         try await fixture.drain(simulator: simulator)
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed'") == 1_000)
 
         // The operator's commands, as run at 3 a.m.
         let cli = try TestEnvironment.executable()
         let dryRun = try await Subprocess.run(cli, ["jobs", "replay", "--database-url", fixture.url, "--state", "failed",
-                                                    "--session", "broken", "--reason", "account unrestricted", "--dry-run"])
+                                                    "--session", "broken", "--reason", "token fixed", "--dry-run"])
         #expect(dryRun.status == 0)
         #expect(dryRun.output.hasPrefix("would replay 1000 jobs"))
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed'") == 1_000)
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.audit") == 0)
 
-        simulator.setStatus(.connected, session: "broken")  // the engine is fixed
+        simulator.setCredentialsValid(true, session: "broken")  // the token is fixed
         let replay = try await Subprocess.run(cli, ["jobs", "replay", "--database-url", fixture.url, "--state", "failed",
-                                                    "--session", "broken", "--reason", "account unrestricted", "--actor", "ops"])
+                                                    "--session", "broken", "--reason", "token fixed", "--actor", "ops"])
         #expect(replay.status == 0)
         #expect(replay.output.contains("replayed 1000 jobs"))
         try await fixture.drain(simulator: simulator)
@@ -48,7 +48,7 @@ struct OperationsTests {
         let firstReplayed = try await fixture.count("SELECT min(job_id) FROM wa_outbox.audit")
         let show = try await Subprocess.run(cli, ["jobs", "show", "--database-url", fixture.url, String(firstReplayed)])
         let detail = try JSONDecoder().decode(ShownJob.self, from: Data(show.output.utf8))
-        #expect(detail.audit.map(\.reason) == ["account unrestricted"])
+        #expect(detail.audit.map(\.reason) == ["token fixed"])
         #expect(detail.audit.map(\.actor) == ["ops"])
         #expect(detail.events.map(\.status) == ["queued", "failed", "queued", "sent"])
         #expect(!show.output.contains("message "))  // the body is hidden unless asked for

@@ -44,26 +44,41 @@ struct WorkerTests {
         await fixture.close()
     }
 
-    @Test func restrictedAccountAndUnknownNumberFailAfterOneAttempt() async throws {
+    @Test func aRestrictedAccountPausesItsSessionAndAnUnknownNumberFails() async throws {
         let fixture = try await Fixture.make()
         try await fixture.addSessions(["restricted", "fine"])
         let simulator = try WhatsAppSimulator()
         simulator.setStatus(.restricted, session: "restricted")
-        let text = #"{"type":"text","chat":"4915112345678@s.whatsapp.net","text":"hi"}"#
-        let banned = try await Outbox.enqueue(EnqueueRequest(org: "org1", session: "restricted", kind: .send, payload: text), in: fixture.database)
+        try await fixture.enqueueTexts(count: 20, sessions: ["restricted"], chatsPerSession: 4)
+        try await fixture.enqueueTexts(count: 20, sessions: ["fine"], chatsPerSession: 4)
         let unknown = try await Outbox.enqueue(EnqueueRequest(org: "org1", session: "fine", kind: .send,
                                                               payload: #"{"type":"text","chat":"000123456@s.whatsapp.net","text":"hi"}"#), in: fixture.database)
         try await fixture.drain(simulator: simulator)
-        let rows = try await fixture.database.query("SELECT id, state, attempts, error_code FROM wa_outbox.jobs ORDER BY id")
-        let byID = Dictionary(uniqueKeysWithValues: try rows.map { (String(try $0.decode(Int64.self, at: 0)), ($0)) })
-        for (id, code) in [(banned.outboxId, "account_restricted"), (unknown.outboxId, "invalid_recipient")] {
-            let row = try #require(byID[id])
-            #expect(try row.decode(String.self, at: 1) == "failed")
-            #expect(try row.decode(Int.self, at: 2) == 1)
-            #expect(try row.decode(String?.self, at: 3) == code)
-        }
-        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE status = 'failed'") == 2)
-        #expect(simulator.stats.delivered == 0)
+
+        // 463: the session is restricted with WhatsApp's answer, one session event says so, and
+        // its jobs wait queued with no attempt spent. The other session is unaffected.
+        let session = try #require(try await SessionRegistry.find("restricted", in: fixture.database))
+        #expect(session.state == "restricted")
+        #expect(session.stateReason?.contains("463") == true)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE kind = 'session' AND status = 'restricted' AND session_id = 'restricted'") == 1)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE session_id = 'restricted' AND state = 'queued' AND attempts = 0") == 20)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE session_id = 'fine' AND state = 'succeeded'") == 20)
+        let failed = try await fixture.database.query("SELECT state, attempts, error_code FROM wa_outbox.jobs WHERE id = \(Int64(unknown.outboxId)!)")
+        #expect(try failed[0].decode(String.self, at: 0) == "failed")
+        #expect(try failed[0].decode(Int.self, at: 1) == 1)
+        #expect(try failed[0].decode(String?.self, at: 2) == "invalid_recipient")
+        #expect(simulator.stats.delivered == 20)
+
+        // The operator clears it once WhatsApp lifts the restriction: the jobs go, once each.
+        simulator.setStatus(.connected, session: "restricted")
+        var changes = SessionRegistry.Changes()
+        changes.state = "active"
+        changes.reason = "appeal accepted"
+        try await SessionRegistry.update("restricted", org: "org1", changes, in: fixture.database)
+        try await fixture.drain(simulator: simulator)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE session_id = 'restricted' AND state = 'succeeded' AND attempts = 1") == 20)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE kind = 'session' AND status = 'active'") == 1)
+        #expect(simulator.stats.delivered == 40)
         await fixture.close()
     }
 

@@ -1,7 +1,5 @@
 import AsyncHTTPClient
 import Foundation
-import NIOCore
-import NIOFoundationCompat
 import NIOHTTP1
 import OutboxCore
 
@@ -10,38 +8,32 @@ import OutboxCore
 /// wuzapi takes a caller-chosen message id (`Id`), so a retry after an ambiguous timeout resends
 /// the same id and WhatsApp clients drop the repeat: duplicate-free by id.
 public struct WuzapiEngine: SessionEngine {
-    public var baseURL: String
-    public var token: String
-    public var requestTimeout: Duration
-    private let client: HTTPClient
+    private let http: EngineHTTP
 
     public init(baseURL: String, token: String, requestTimeout: Duration = .seconds(30), client: HTTPClient = .shared) {
-        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
-        self.token = token
-        self.requestTimeout = requestTimeout
-        self.client = client
+        http = EngineHTTP(name: "wuzapi", baseURL: baseURL, headers: [("Token", token)], requestTimeout: requestTimeout, client: client)
     }
 
     public func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
         let (path, body) = try Self.request(for: operation)
-        let data = try await call("POST", path, body: body)
+        let data = try await call(.POST, path, body: body)
         let reply = try? JSONDecoder().decode(WuzapiReply.self, from: data)
         let seconds = reply?.data?.Timestamp ?? Date().timeIntervalSince1970
         return EngineReceipt(messageID: reply?.data?.Id ?? operation.messageID, timestamp: Date(timeIntervalSince1970: seconds))
     }
 
     public func status(session: String) async throws(DispatchFailure) -> EngineSessionStatus {
-        let data = try await call("GET", "/session/status", body: nil)
+        let data = try await call(.GET, "/session/status", body: nil)
         let reply = try? JSONDecoder().decode(WuzapiStatusReply.self, from: data)
         guard let status = reply?.data else { return .disconnected }
         return status.Connected == true && status.LoggedIn != false ? .connected : .disconnected
     }
 
     /// The wuzapi endpoint and JSON body for an operation, as wuzapi's handlers read them.
-    static func request(for operation: WhatsAppOperation) throws(DispatchFailure) -> (String, [String: WuzapiValue]) {
+    static func request(for operation: WhatsAppOperation) throws(DispatchFailure) -> (String, [String: EngineJSON]) {
         switch operation {
         case .send(let id, let chat, let content):
-            let phone = WuzapiValue.string(phone(chat))
+            let phone = EngineJSON.string(phone(chat))
             switch content {
             case .text(let text):
                 return ("/chat/send/text", ["Phone": phone, "Body": .string(text), "Id": .string(id)])
@@ -59,7 +51,7 @@ public struct WuzapiEngine: SessionEngine {
         case .edit(let id, let chat, let text):
             return ("/chat/send/edit", ["Phone": .string(phone(chat)), "Id": .string(id), "Body": .string(text)])
         case .revoke(let id, let chat, let sender):
-            var body: [String: WuzapiValue] = ["Phone": .string(phone(chat)), "Id": .string(id)]
+            var body: [String: EngineJSON] = ["Phone": .string(phone(chat)), "Id": .string(id)]
             if let sender { body["Participant"] = .string(sender) }
             return ("/chat/delete", body)
         }
@@ -70,28 +62,8 @@ public struct WuzapiEngine: SessionEngine {
         chat.hasSuffix("@s.whatsapp.net") ? String(chat.dropLast("@s.whatsapp.net".count)) : chat
     }
 
-    private func call(_ method: String, _ path: String, body: [String: WuzapiValue]?) async throws(DispatchFailure) -> Data {
-        var request = HTTPClientRequest(url: baseURL + path)
-        request.method = HTTPMethod(rawValue: method)
-        request.headers.add(name: "Token", value: token)
-        if let body {
-            request.headers.add(name: "Content-Type", value: "application/json")
-            guard let encoded = try? JSONEncoder().encode(body) else { throw .permanent(.validationError, "cannot encode request") }
-            request.body = .bytes(ByteBuffer(data: encoded))
-        }
-        let status: UInt
-        let data: Data
-        do {
-            let response = try await client.execute(request, timeout: .nanoseconds(Int64(requestTimeout.components.seconds) * 1_000_000_000 + requestTimeout.components.attoseconds / 1_000_000_000))
-            status = response.status.code
-            data = Data(buffer: try await response.body.collect(upTo: 1 << 20))
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
-            throw .timeout("wuzapi did not answer within \(requestTimeout)")
-        } catch let error as HTTPClientError where error == .connectTimeout {
-            throw .transient("cannot connect to wuzapi at \(baseURL): connect timeout")
-        } catch {
-            throw .transient("wuzapi request failed: \(error)")
-        }
+    private func call(_ method: HTTPMethod, _ path: String, body: [String: EngineJSON]?) async throws(DispatchFailure) -> Data {
+        let (status, data) = try await http.call(method, path, json: body)
         if (200..<300).contains(status) { return data }
         throw Self.classify(status: status, body: String(decoding: data, as: UTF8.self))
     }
@@ -116,19 +88,6 @@ public struct WuzapiEngine: SessionEngine {
         case 401, 403: return .permanent(.engineError, "wuzapi refused the token: \(text)")
         case 404: return .permanent(.notFound, text)
         default: return .transient("wuzapi answered \(status): \(text)")
-        }
-    }
-}
-
-/// A JSON value of a wuzapi request body.
-enum WuzapiValue: Encodable, Equatable {
-    case string(String), number(Double), strings([String])
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        switch self {
-        case .string(let value): try container.encode(value)
-        case .number(let value): try container.encode(value)
-        case .strings(let value): try container.encode(value)
         }
     }
 }

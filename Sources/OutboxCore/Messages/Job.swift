@@ -26,6 +26,10 @@ public enum EventStatus: String, Sendable, Codable, CaseIterable {
     case failed
     /// Final: an operator canceled the job.
     case canceled
+    /// After `sent`, from the engine's receipts: the recipient's phone has the message, and has
+    /// shown it. Never backwards: no `delivered` after `read`.
+    case delivered
+    case read
 
     public static func success(for kind: JobKind) -> EventStatus {
         switch kind {
@@ -50,9 +54,13 @@ public struct ClaimedJob: Sendable {
     public var attempt: Int
     public var maxAttempts: Int
     public var deadline: Date
+    /// Why the previous attempt failed: after a `timeout` the message may have been delivered.
+    public var previousErrorCode: ErrorCode?
+    public var createdAt: Date
 
     public init(id: Int64, org: String, sessionID: String, chat: String, kind: JobKind, waMessageID: String,
-                payload: String, attempt: Int, maxAttempts: Int, deadline: Date) {
+                payload: String, attempt: Int, maxAttempts: Int, deadline: Date, previousErrorCode: ErrorCode? = nil,
+                createdAt: Date = Date()) {
         self.id = id
         self.org = org
         self.sessionID = sessionID
@@ -63,6 +71,8 @@ public struct ClaimedJob: Sendable {
         self.attempt = attempt
         self.maxAttempts = maxAttempts
         self.deadline = deadline
+        self.previousErrorCode = previousErrorCode
+        self.createdAt = createdAt
     }
 }
 

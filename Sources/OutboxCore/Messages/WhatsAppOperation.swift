@@ -51,6 +51,16 @@ public enum WhatsAppOperation: Sendable, Equatable {
         }
     }
 
+    /// The same edit or revoke, addressed to the id the engine gave the message (WAHA's
+    /// `true_CHAT_KEYID`) instead of ours. Sends are unchanged.
+    public func addressing(engineMessageID: String) -> WhatsAppOperation {
+        switch self {
+        case .send: self
+        case .edit(_, let chat, let text): .edit(id: engineMessageID, chat: chat, text: text)
+        case .revoke(_, let chat, let sender): .revoke(id: engineMessageID, chat: chat, sender: sender)
+        }
+    }
+
     public var messageID: String {
         switch self {
         case .send(let id, _, _), .edit(let id, _, _), .revoke(let id, _, _): id

@@ -27,7 +27,7 @@ public enum Outcome: Sendable, Equatable {
 
 /// Exponential backoff with jitter, and the classification of failures.
 ///
-/// - Permanent failures fail at once.
+/// - Permanent failures fail at once, but for a restricted account (463), which pauses the session.
 /// - Transient failures and timeouts retry after `base * 2^(attempt-1)`, capped at `cap`, with
 ///   "equal jitter" (a random point in the upper half), until the attempt limit.
 /// - Deferrals wait without spending an attempt, until the job's deadline.
@@ -52,6 +52,10 @@ public struct RetryPolicy: Sendable {
 
     public func outcome(of failure: DispatchFailure, attempt: Int, maxAttempts: Int, deadline: Date, now: Date = Date()) -> Outcome {
         switch failure {
+        case .permanent(.accountRestricted, let message):
+            // WhatsApp restricted the account (463): more sends make it worse. The job keeps its
+            // place and its attempt; the completion restricts the session until an operator clears it.
+            return .defer_(after: .zero, code: .accountRestricted, message: message)
         case .permanent(let code, let message):
             return .failed(code: code, message: message)
         case .timeout(let message), .transient(let message):

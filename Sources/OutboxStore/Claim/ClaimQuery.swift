@@ -29,6 +29,7 @@ public enum ClaimQuery {
                     JOIN wa_outbox.sessions s ON s.id = l.session_id
                     WHERE l.ready_at <= now()
                       AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
+                      AND s.engine_status IN ('unknown', 'connected')
                     ORDER BY l.ready_at
                     LIMIT \(limit * 4)
                 ) ready
@@ -38,6 +39,7 @@ public enum ClaimQuery {
                 FROM wa_outbox.sessions s
                 WHERE s.id IN (SELECT session_id FROM candidate_sessions)
                   AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
+                      AND s.engine_status IN ('unknown', 'connected')
                 ORDER BY s.id
                 FOR UPDATE SKIP LOCKED
             ),
@@ -81,14 +83,16 @@ public enum ClaimQuery {
             FROM due d
             WHERE j.id = d.job_id
             RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text,
-                      j.attempts, j.max_attempts, j.deadline
+                      j.attempts, j.max_attempts, j.deadline, j.error_code, j.created_at
             """)
         return try rows.map { row in
             ClaimedJob(
                 id: try row.decode(at: 0), org: try row.decode(at: 1), sessionID: try row.decode(at: 2),
                 chat: try row.decode(at: 3), kind: JobKind(rawValue: try row.decode(at: 4)) ?? .send,
                 waMessageID: try row.decode(at: 5), payload: try row.decode(at: 6),
-                attempt: try row.decode(at: 7), maxAttempts: try row.decode(at: 8), deadline: try row.decode(at: 9)
+                attempt: try row.decode(at: 7), maxAttempts: try row.decode(at: 8), deadline: try row.decode(at: 9),
+                previousErrorCode: (try row.decode(String?.self, at: 10)).flatMap(ErrorCode.init(rawValue:)),
+                createdAt: try row.decode(at: 11)
             )
         }
     }

@@ -9,18 +9,23 @@ public struct Completion: Sendable {
     public var attempt: Int
     public var workerID: UUID
     public var outcome: Outcome
+    /// For a success: what the engine calls the message (WAHA picks its own id).
+    public var engineMessageID: String?
 
-    public init(jobID: Int64, attempt: Int, workerID: UUID, outcome: Outcome) {
+    public init(jobID: Int64, attempt: Int, workerID: UUID, outcome: Outcome, engineMessageID: String? = nil) {
         self.jobID = jobID
         self.attempt = attempt
         self.workerID = workerID
         self.outcome = outcome
+        self.engineMessageID = engineMessageID
     }
 }
 
 /// Writes many completions in one statement: job states, their `message.status` events, their
 /// lanes and their sessions' in-flight counts, all in one transaction. A deferral for a session-wide
 /// reason (rate limit, session offline) also holds the whole session back until it may go again.
+/// A deferral for `account_restricted` (WhatsApp answered 463) restricts the session: its jobs
+/// stay queued until an operator sets it active again, and a session event says so.
 ///
 /// Fencing: a row is written only while the job is still `running` under the same worker and
 /// attempt. A worker that stalled past its lease, whose job was handed to another worker, finds
@@ -31,7 +36,10 @@ public enum CompletionQuery {
         guard !completions.isEmpty else { return [] }
         var ids: [Int64] = [], attempts: [Int64] = [], workers: [String] = [], outcomes: [String] = []
         var codes: [String?] = [], messages: [String?] = [], delays: [Int64] = []
+        var engineIDs: [String?] = [], keyIDs: [String?] = []
         for completion in completions {
+            engineIDs.append(completion.engineMessageID)
+            keyIDs.append(completion.engineMessageID.map(MessageKey.keyID(of:)))
             ids.append(completion.jobID)
             attempts.append(Int64(completion.attempt))
             workers.append(completion.workerID.uuidString.lowercased())
@@ -49,8 +57,8 @@ public enum CompletionQuery {
         let rows = try await connection.query("""
             WITH input AS (
                 SELECT * FROM unnest(\(ids)::int8[], \(attempts)::int8[], \(workers)::text[], \(outcomes)::text[],
-                                     \(codes)::text[], \(messages)::text[], \(delays)::int8[])
-                    AS i(id, attempt, worker_id, outcome, error_code, error_message, delay_ms)
+                                     \(codes)::text[], \(messages)::text[], \(delays)::int8[], \(engineIDs)::text[], \(keyIDs)::text[])
+                    AS i(id, attempt, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id)
             ),
             updated AS (
                 UPDATE wa_outbox.jobs j SET
@@ -62,7 +70,9 @@ public enum CompletionQuery {
                     error_code = i.error_code,
                     error_message = i.error_message,
                     sent_at = CASE WHEN i.outcome = 'succeeded' THEN now() ELSE j.sent_at END,
-                    finished_at = CASE WHEN i.outcome IN ('succeeded', 'failed') THEN now() END
+                    finished_at = CASE WHEN i.outcome IN ('succeeded', 'failed') THEN now() END,
+                    engine_message_id = coalesce(i.engine_message_id, j.engine_message_id),
+                    engine_key_id = coalesce(i.engine_key_id, j.engine_key_id)
                 FROM input i
                 WHERE j.id = i.id AND j.state = 'running' AND j.worker_id = i.worker_id::uuid AND j.attempts = i.attempt
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.state, j.available_at,
@@ -94,11 +104,21 @@ public enum CompletionQuery {
             sessions_done AS (
                 UPDATE wa_outbox.sessions s SET
                     in_flight = greatest(s.in_flight - c.n, 0),
-                    not_before = greatest(s.not_before, coalesce(c.wait_until, '-infinity'))
+                    not_before = greatest(s.not_before, coalesce(c.wait_until, '-infinity')),
+                    state = CASE WHEN c.restricted IS NOT NULL THEN 'restricted' ELSE s.state END,
+                    state_reason = coalesce(c.restricted, s.state_reason)
                 FROM (SELECT session_id, count(*)::int AS n,
-                             max(available_at) FILTER (WHERE outcome = 'defer' AND error_code IN ('rate_limited', 'session_unavailable')) AS wait_until
+                             max(available_at) FILTER (WHERE outcome = 'defer' AND error_code IN ('rate_limited', 'session_unavailable')) AS wait_until,
+                             max(error_message) FILTER (WHERE outcome = 'defer' AND error_code = 'account_restricted') AS restricted
                       FROM updated GROUP BY session_id) c
+                JOIN wa_outbox.sessions before ON before.id = c.session_id
                 WHERE s.id = c.session_id
+                RETURNING s.id, s.org, c.restricted, before.state AS state_before
+            ),
+            session_events AS (
+                INSERT INTO wa_outbox.events (org, session_id, kind, status, error_code, error_message)
+                SELECT d.org, d.id, 'session', 'restricted', 'account_restricted', d.restricted
+                FROM sessions_done d WHERE d.restricted IS NOT NULL AND d.state_before <> 'restricted'
             )
             SELECT id FROM updated
             """)

@@ -21,6 +21,11 @@ public struct SessionRecord: Sendable, Equatable, Codable {
     public var maxGapMilliseconds: Int?
     public var hourlyBudget: Int?
     public var dailyBudget: Int?
+    /// Read only: what the engine last said (unknown, connected, connecting, disconnected), why
+    /// the session is paused or restricted, and its jobs in flight.
+    public var engineStatus: String?
+    public var stateReason: String?
+    public var inFlight: Int?
 
     public init(id: String, org: String, engine: String, engineURL: String? = nil, credentialRef: String? = nil,
                 state: String = "active", maxInFlight: Int = 1) {
@@ -79,7 +84,7 @@ public enum SessionRegistry {
         // `condition` carries its own $n parameters; the text before it has none.
         let query = PostgresQuery(
             "SELECT id, org, engine, engine_url, credential_ref, state, max_in_flight, rate_per_second, burst, pacing, "
-                + "min_gap_ms, max_gap_ms, hourly_budget, daily_budget FROM wa_outbox.sessions WHERE "
+                + "min_gap_ms, max_gap_ms, hourly_budget, daily_budget, engine_status, state_reason, in_flight FROM wa_outbox.sessions WHERE "
                 + condition.sql + " ORDER BY id",
             binds: condition.binds)
         return try await database.query(query).map { row in
@@ -93,7 +98,106 @@ public enum SessionRegistry {
             record.maxGapMilliseconds = try row.decode(at: 11)
             record.hourlyBudget = try row.decode(at: 12)
             record.dailyBudget = try row.decode(at: 13)
+            record.engineStatus = try row.decode(at: 14)
+            record.stateReason = try row.decode(at: 15)
+            record.inFlight = try row.decode(at: 16)
             return record
         }
+    }
+
+    /// Changes some settings of an organization's session; nil leaves a setting as it is.
+    public struct Changes: Sendable {
+        public var state: String?
+        public var reason: String?
+        public var engineURL: String?
+        public var credentialRef: String?
+        public var maxInFlight: Int?
+        public var ratePerSecond: Double?
+        public var burst: Int?
+        public var pacing: Bool?
+        public var minGapMilliseconds: Int?
+        public var maxGapMilliseconds: Int?
+        public var hourlyBudget: Int?
+        public var dailyBudget: Int?
+
+        public init() {}
+    }
+
+    /// Applies `changes`. Setting a paused or restricted session `active` writes a session event
+    /// `active`, and its queued jobs are claimed again.
+    public static func update(_ id: String, org: String, _ changes: Changes, in database: PostgresDatabase) async throws(OutboxError) {
+        if let state = changes.state, !["active", "paused"].contains(state) {
+            throw OutboxError(.validationError, "state must be active or paused (restricted is set by WhatsApp's 463 answers)")
+        }
+        if let ref = changes.credentialRef, !(ref.hasPrefix("env:") || ref.hasPrefix("file:")) {
+            throw OutboxError(.validationError, "a credential is referenced as env:VAR or file:/path, never stored in clear")
+        }
+        var query = PostgresQuery("WITH before AS (SELECT id, state FROM wa_outbox.sessions WHERE id = ")
+        query.append("", id)
+        query.append(" AND org = ", org)
+        query.append(" FOR UPDATE), changed AS (UPDATE wa_outbox.sessions s SET updated_at = now()")
+        if let value = changes.state {
+            query.append(", state = ", value)
+            query.append(", state_reason = ", changes.reason ?? "set by an operator")
+            // A session that comes back is asked about its engine again at once.
+            query.append(", status_checked_at = '-infinity', not_before = '-infinity'")
+        }
+        if let value = changes.engineURL { query.append(", engine_url = ", value) }
+        if let value = changes.credentialRef { query.append(", credential_ref = ", value) }
+        if let value = changes.maxInFlight { query.append(", max_in_flight = ", value) }
+        if let value = changes.ratePerSecond { query.append(", rate_per_second = ", value) }
+        if let value = changes.burst { query.append(", burst = ", value) }
+        if let value = changes.pacing { query.append(", pacing = ", value) }
+        if let value = changes.minGapMilliseconds { query.append(", min_gap_ms = ", value) }
+        if let value = changes.maxGapMilliseconds { query.append(", max_gap_ms = ", value) }
+        if let value = changes.hourlyBudget { query.append(", hourly_budget = ", value) }
+        if let value = changes.dailyBudget { query.append(", daily_budget = ", value) }
+        query.append("""
+             FROM before b WHERE s.id = b.id RETURNING s.id, s.org, s.state, b.state AS state_before
+            ),
+            events AS (
+                INSERT INTO wa_outbox.events (org, session_id, kind, status, error_message)
+                SELECT c.org, c.id, 'session', 'active', 'set active by an operator' FROM changed c
+                WHERE c.state = 'active' AND c.state_before <> 'active'
+            ),
+            woken AS (SELECT pg_notify('wa_outbox_jobs', '') FROM changed WHERE state = 'active')
+            SELECT count(*)::int8 FROM changed
+            """)
+        do {
+            let rows = try await database.query(query)
+            if try rows[0].decode(Int.self, at: 0) == 0 { throw OutboxError(.notFound, "session \(id) does not exist in organization \(org)") }
+        } catch let error as OutboxError {
+            throw error
+        } catch {
+            throw OutboxError(.validationError, "cannot change session \(id): \(error)")
+        }
+    }
+
+    /// Removes an organization's session. Refused while it has queued or running jobs: cancel
+    /// them or let them finish first. Finished jobs and events stay until pruned.
+    public static func remove(_ id: String, org: String, in database: PostgresDatabase) async throws(OutboxError) {
+        let removed: Int
+        let unfinished: Int
+        do {
+            let rows = try await database.query("""
+                WITH unfinished AS (
+                    SELECT count(*)::int8 AS n FROM wa_outbox.jobs WHERE session_id = \(id) AND org = \(org) AND state IN ('queued', 'running')
+                ),
+                removed AS (
+                    DELETE FROM wa_outbox.sessions s WHERE s.id = \(id) AND s.org = \(org) AND (SELECT n FROM unfinished) = 0
+                    RETURNING s.id
+                ),
+                lanes AS (DELETE FROM wa_outbox.lanes l WHERE l.session_id IN (SELECT id FROM removed))
+                SELECT (SELECT count(*)::int8 FROM removed), (SELECT n FROM unfinished)
+                """)
+            removed = try rows[0].decode(Int.self, at: 0)
+            unfinished = try rows[0].decode(Int.self, at: 1)
+        } catch {
+            throw OutboxError(.validationError, "cannot remove session \(id): \(error)")
+        }
+        if unfinished > 0 {
+            throw OutboxError(.validationError, "session \(id) still has \(unfinished) queued or running jobs; cancel them (wa-outbox jobs cancel --session \(id)) or let them finish")
+        }
+        if removed == 0 { throw OutboxError(.notFound, "session \(id) does not exist in organization \(org)") }
     }
 }

@@ -7,11 +7,16 @@ import OutboxCore
 /// answers have wuzapi's shapes (`{code, success, data:{Details, Timestamp, Id}}`), and failures come
 /// back as wuzapi reports them (mostly a 500 carrying whatsmeow's error text).
 ///
-/// Control endpoints for tests and the demo, outside wuzapi's API:
-/// `POST /sim/sessions/{id}/status {"status": "connected|disconnected|restricted"}` and `GET /sim/stats`.
+/// Its receipts go to the webhook as wuzapi sends them (`WuzapiDialect.webhook`). Control
+/// endpoints: `SimulatorControl`.
 public enum WuzapiDialect {
-    public static func router(_ simulator: WhatsAppSimulator) -> Router<BasicRequestContext> {
+    public static func router(_ simulator: WhatsAppSimulator, webhook: WebhookTarget? = nil) -> Router<BasicRequestContext> {
         let router = Router()
+        if let webhook {
+            simulator.onReceipt { receipt in
+                webhook.deliver(receipt, render: Self.webhookBody, header: "x-hmac-signature", sha512: false)
+            }
+        }
         router.post("/chat/send/text") { request, context in
             let body = try await request.decode(as: SendText.self, context: context)
             return await respond(simulator, request, .send(id: body.Id ?? newID(), chat: jid(body.Phone), content: .text(body.Body)))
@@ -41,24 +46,11 @@ public enum WuzapiDialect {
         }
         router.get("/session/status") { request, _ in
             let session = request.headers[.init("Token")!] ?? ""
-            let connected = simulator.status(session: session) == .connected
+            let connected = [.connected, .restricted].contains(simulator.status(session: session))
             return Reply(status: .ok, body: ["code": .int(200), "success": .bool(true),
                                               "data": .object(["Connected": .bool(connected), "LoggedIn": .bool(connected)])])
         }
-        router.post("/sim/sessions/:id/status") { request, context in
-            let body = try await request.decode(as: StatusChange.self, context: context)
-            guard let id = context.parameters.get("id"), let status = EngineSessionStatus(rawValue: body.status) else {
-                return Reply(status: .badRequest, body: ["error": .string("status must be connected, disconnected or restricted")])
-            }
-            simulator.setStatus(status, session: id)
-            return Reply(status: .ok, body: ["status": .string(status.rawValue)])
-        }
-        router.get("/sim/stats") { _, _ in
-            simulator.flush()
-            let stats = simulator.stats
-            return Reply(status: .ok, body: ["delivered": .int(stats.delivered), "suppressedDuplicates": .int(stats.suppressedDuplicates),
-                                              "edits": .int(stats.edits), "revokes": .int(stats.revokes)])
-        }
+        SimulatorControl.register(on: router, simulator)
         return router
     }
 
@@ -85,10 +77,28 @@ public enum WuzapiDialect {
             case .notEditable(let reason): (.badRequest, reason)
             case .editWindowPassed(let id): (.internalServerError, "error sending edit: edit window passed for \(id)")
             case .revokeWindowPassed(let id): (.internalServerError, "error sending revoke: revoke window passed for \(id)")
+            case .unauthorized: (.unauthorized, "unauthorized")
             case .transient, .ambiguousTimeout: (.badGateway, "upstream connection reset")
             }
             return Reply(status: status, body: ["code": .int(Int(status.code)), "error": .string(text), "success": .bool(false)])
         }
+    }
+
+    /// A receipt as wuzapi posts it (WEBHOOK_FORMAT=json): whatsmeow's `events.Receipt` under
+    /// `event`, with `type` ReadReceipt and `state` Delivered or Read.
+    @Sendable static func webhookBody(_ receipt: WhatsAppSimulator.Receipt) -> Data {
+        let object: [String: Any] = [
+            "type": "ReadReceipt",
+            "state": receipt.kind == .read ? "Read" : "Delivered",
+            "event": [
+                "Chat": receipt.chat, "Sender": receipt.chat, "IsFromMe": false, "IsGroup": receipt.chat.hasSuffix("@g.us"),
+                "MessageIDs": [receipt.messageID], "Timestamp": ISO8601DateFormatter().string(from: Date()),
+                "Type": receipt.kind == .read ? "read" : "",
+            ] as [String: Any],
+            "userID": "1",
+            "instanceName": receipt.session,
+        ]
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
     }
 
     static func jid(_ phone: String) -> String {
@@ -105,7 +115,6 @@ public enum WuzapiDialect {
     struct SendContact: Decodable { var Phone: String; var Name: String; var Vcard: String; var Id: String? }
     struct Edit: Decodable { var Phone: String; var Id: String; var Body: String }
     struct Delete: Decodable { var Phone: String; var Id: String; var Participant: String? }
-    struct StatusChange: Decodable { var status: String }
 }
 
 /// A JSON answer with a status.

@@ -1,0 +1,42 @@
+import Foundation
+import Hummingbird
+import Logging
+import OutboxStore
+import PostgresClient
+import Receipts
+
+/// `POST /webhooks/waha` and `POST /webhooks/wuzapi/{session}`: the engines' receipt webhooks.
+///
+/// Each engine signs its webhooks with its own shared secret (`WA_OUTBOX_WAHA_WEBHOOK_SECRET`,
+/// `WA_OUTBOX_WUZAPI_WEBHOOK_SECRET`). A request with a wrong or missing signature, or for an
+/// engine without a secret, is refused with 401 and writes nothing. Events that are not receipts
+/// are acknowledged and ignored, so an engine that posts all its events does not retry them.
+enum ReceiptRoutes {
+    static func register(on router: Router<BasicRequestContext>, database: PostgresDatabase, secrets: [ReceiptWebhook.Engine: String]) {
+        router.post("/webhooks/waha") { request, context in
+            try await receive(.waha, session: nil, request, context, database: database, secret: secrets[.waha])
+        }
+        router.post("/webhooks/wuzapi/:session") { request, context in
+            try await receive(.wuzapi, session: context.parameters.get("session"), request, context, database: database, secret: secrets[.wuzapi])
+        }
+    }
+
+    private static func receive(_ engine: ReceiptWebhook.Engine, session: String?, _ request: Request, _ context: BasicRequestContext,
+                                database: PostgresDatabase, secret: String?) async throws -> Response {
+        let body = Data(try await request.body.collect(upTo: 1 << 20).readableBytesView)
+        let presented = request.headers[.init(engine.signatureHeader)!]
+        guard let secret, ReceiptWebhook.verify(engine, body: body, presented: presented, secret: secret) else {
+            context.logger.warning("receipt webhook refused: bad signature", metadata: ["engine": "\(engine.rawValue)"])
+            return json(.unauthorized, #"{"error":{"code":"unauthorized","message":"missing or wrong webhook signature"}}"#)
+        }
+        let receipts = ReceiptWebhook.receipts(engine, body: body, session: session)
+        let written = try await ReceiptStore.record(receipts, in: database)
+        return json(.ok, #"{"receipts":\#(receipts.count),"events":\#(written)}"#)
+    }
+
+    private static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        var response = Response(status: status, body: .init(byteBuffer: ByteBuffer(string: text)))
+        response.headers[.contentType] = "application/json"
+        return response
+    }
+}

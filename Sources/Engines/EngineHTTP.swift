@@ -1,0 +1,65 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import OutboxCore
+
+/// One HTTP call to an engine, with its failures mapped to the retry policy's classes: no answer
+/// in time is `.timeout` (ambiguous: the request may have arrived), anything else that stops the
+/// exchange is `.transient`. The caller classifies non-2xx answers itself.
+struct EngineHTTP: Sendable {
+    var name: String
+    var baseURL: String
+    var headers: [(String, String)]
+    var requestTimeout: Duration
+    var client: HTTPClient
+
+    init(name: String, baseURL: String, headers: [(String, String)], requestTimeout: Duration, client: HTTPClient) {
+        self.name = name
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.headers = headers
+        self.requestTimeout = requestTimeout
+        self.client = client
+    }
+
+    func call(_ method: HTTPMethod, _ path: String, json body: (any Encodable)? = nil) async throws(DispatchFailure) -> (status: UInt, body: Data) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            guard let encoded = try? JSONEncoder().encode(body) else { throw .permanent(.validationError, "cannot encode the request to \(name)") }
+            request.body = .bytes(ByteBuffer(data: encoded))
+        }
+        do {
+            let timeout = TimeAmount.nanoseconds(Int64(requestTimeout.components.seconds) * 1_000_000_000
+                                                 + requestTimeout.components.attoseconds / 1_000_000_000)
+            let response = try await client.execute(request, timeout: timeout)
+            return (response.status.code, Data(buffer: try await response.body.collect(upTo: 4 << 20)))
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+            throw .timeout("\(name) did not answer within \(requestTimeout)")
+        } catch let error as HTTPClientError where error == .connectTimeout {
+            throw .transient("cannot connect to \(name) at \(baseURL): connect timeout")
+        } catch {
+            throw .transient("\(name) request failed: \(error)")
+        }
+    }
+}
+
+/// A JSON value of an engine request body.
+enum EngineJSON: Encodable, Equatable {
+    case string(String), number(Double), bool(Bool), strings([String]), object([String: EngineJSON]), array([EngineJSON])
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .bool(let value): try container.encode(value)
+        case .strings(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        }
+    }
+}
