@@ -435,11 +435,11 @@ public final class Worker: Sendable {
                 let due = try await database.withConnection { connection in
                     try await SessionHealth.due(every: configuration.healthInterval, on: connection)
                 }
-                let statuses = await withTaskGroup(of: (String, SessionHealth.Status).self) { group in
+                let statuses = await withTaskGroup(of: (String, SessionHealth.Status)?.self) { group in
                     for session in due {
-                        group.addTask { (session, await self.engineStatus(of: session)) }
+                        group.addTask { await self.engineStatus(of: session).map { (session, $0) } }
                     }
-                    return await group.reduce(into: []) { $0.append($1) }
+                    return await group.reduce(into: [(String, SessionHealth.Status)]()) { if let status = $1 { $0.append(status) } }
                 }
                 try await database.withConnection { connection in
                     try await SessionHealth.record(statuses.map { (session: $0.0, status: $0.1) }, on: connection)
@@ -454,7 +454,10 @@ public final class Worker: Sendable {
         }
     }
 
-    private func engineStatus(of session: String) async -> SessionHealth.Status {
+    /// What the session's engine says, or nil when it cannot be asked (the status stays as it
+    /// was: a slow answer is not a disconnected session, and a dispatch to an engine that is down
+    /// fails and is retried anyway).
+    private func engineStatus(of session: String) async -> SessionHealth.Status? {
         do {
             switch try await engines.context(for: session).engine.status(session: session) {
             // A restricted account is connected; its first send gets the 463 that restricts the session.
@@ -463,8 +466,8 @@ public final class Worker: Sendable {
             case .disconnected: return .disconnected
             }
         } catch {
-            // An engine that cannot be asked cannot send either.
-            return .disconnected
+            logger.debug("session status unknown", metadata: ["session.id": "\(session)", "error": "\(error)"])
+            return nil
         }
     }
 

@@ -24,9 +24,11 @@ struct Fixture {
         return Fixture(url: url, database: database)
     }
 
-    func addSessions(_ ids: [String], org: String = "org1", engine: String = "sim", url: String? = nil, maxInFlight: Int = 1) async throws {
+    func addSessions(_ ids: [String], org: String = "org1", engine: String = "sim", url: String? = nil, maxInFlight: Int = 1,
+                     credentialRef: String? = nil) async throws {
         for id in ids {
-            try await SessionRegistry.upsert(SessionRecord(id: id, org: org, engine: engine, engineURL: url, maxInFlight: maxInFlight), in: database)
+            try await SessionRegistry.upsert(SessionRecord(id: id, org: org, engine: engine, engineURL: url, credentialRef: credentialRef,
+                                                           maxInFlight: maxInFlight), in: database)
         }
     }
 
@@ -61,16 +63,24 @@ struct Fixture {
     @discardableResult
     func drain(simulator: WhatsAppSimulator, coordinator: Coordinator? = nil, limits: SessionLimits = SessionLimits(),
                requestTimeout: Duration = .seconds(30), configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> Worker {
+        let worker = makeWorker(simulator: simulator, coordinator: coordinator, limits: limits, requestTimeout: requestTimeout) {
+            $0.exitWhenIdle = true
+            configure(&$0)
+        }
+        try await worker.run()
+        return worker
+    }
+
+    /// An in-process worker with test timings: retries after 10-50 ms; the caller runs it.
+    func makeWorker(simulator: WhatsAppSimulator, coordinator: Coordinator? = nil, limits: SessionLimits = SessionLimits(),
+                    requestTimeout: Duration = .seconds(30), configure: (inout WorkerConfiguration) -> Void = { _ in }) -> Worker {
         var configuration = WorkerConfiguration(name: "test")
-        configuration.exitWhenIdle = true
         configuration.pollInterval = .milliseconds(50)
         configuration.retry = RetryPolicy(base: .milliseconds(10), cap: .milliseconds(50), sessionRecheck: .milliseconds(50))
         configure(&configuration)
-        let worker = Worker(configuration: configuration, database: database, listenerConfiguration: PostgresConfiguration(url),
-                            engines: EngineDirectory(database: database, simulator: simulator, requestTimeout: requestTimeout, defaultLimits: limits),
-                            coordinator: coordinator, logger: TestEnvironment.logger)
-        try await worker.run()
-        return worker
+        return Worker(configuration: configuration, database: database, listenerConfiguration: PostgresConfiguration(url),
+                      engines: EngineDirectory(database: database, simulator: simulator, requestTimeout: requestTimeout, defaultLimits: limits),
+                      coordinator: coordinator, logger: TestEnvironment.logger)
     }
 
     func close() async {

@@ -34,7 +34,7 @@ public enum ReceiptStore {
         let rows = try await database.query("""
             WITH input AS (
                 SELECT session_id, key_id, max(level) AS level
-                FROM unnest(\(receipts.map(\.session))::text[], \(receipts.map(\.keyID))::text[], \(receipts.map(\.level.rawValue))::int2[])
+                FROM unnest(\(receipts.map(\.session))::text[], \(receipts.map(\.keyID))::text[], \(receipts.map { Int64($0.level.rawValue) })::int8[])
                     AS i(session_id, key_id, level)
                 GROUP BY session_id, key_id
             ),
