@@ -26,3 +26,14 @@ ALTER TABLE wa_outbox.sessions
     ADD COLUMN status_checked_at timestamptz NOT NULL DEFAULT '-infinity',
     -- Why the session is paused or restricted (WhatsApp's answer, or an operator's note).
     ADD COLUMN state_reason      text;
+
+-- Receipts that arrived before their job's completion was written (an engine can acknowledge a
+-- message within milliseconds), or for messages this outbox did not send. Workers apply them
+-- once the job is there, and drop the ones nobody claims after a day.
+CREATE TABLE wa_outbox.receipts_pending (
+    session_id  text NOT NULL,
+    key_id      text NOT NULL,
+    level       smallint NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session_id, key_id)
+);

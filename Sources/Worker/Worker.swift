@@ -114,6 +114,7 @@ public final class Worker: Sendable {
             group.addTask { await self.rescueLoop() }
             group.addTask { await self.flushLoop() }
             group.addTask { await self.healthLoop() }
+            group.addTask { await self.receiptsLoop() }
             if let interval = configuration.pruneInterval { group.addTask { await self.pruneLoop(every: interval) } }
             try await claimLoop(&group)
             await drain()
@@ -457,6 +458,18 @@ public final class Worker: Sendable {
     /// What the session's engine says, or nil when it cannot be asked (the status stays as it
     /// was: a slow answer is not a disconnected session, and a dispatch to an engine that is down
     /// fails and is retried anyway).
+    /// Applies receipts that arrived before their job's completion was written (see `ReceiptStore`).
+    private func receiptsLoop() async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: .seconds(2))) != nil else { return }
+            do {
+                try await ReceiptStore.applyPending(in: database)
+            } catch {
+                logger.warning("applying waiting receipts failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     private func engineStatus(of session: String) async -> SessionHealth.Status? {
         do {
             switch try await engines.context(for: session).engine.status(session: session) {

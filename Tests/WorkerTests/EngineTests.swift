@@ -131,6 +131,23 @@ struct EngineTests {
         await fixture.close()
     }
 
+    @Test func aReceiptThatComesBeforeItsCompletionWaitsAndIsAppliedAfter() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["s"])
+        let sent = try await Outbox.enqueue(EnqueueRequest(org: "org1", session: "s", kind: .send,
+                                                           payload: #"{"type":"text","chat":"4915112345678@s.whatsapp.net","text":"hi"}"#), in: fixture.database)
+        // The engine acknowledged the message before the worker wrote its completion.
+        #expect(try await ReceiptStore.record([ReceiptUpdate(session: "s", keyID: sent.waMessageId, level: .read)], in: fixture.database) == 0)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.receipts_pending") == 1)
+        #expect(try await ReceiptStore.applyPending(in: fixture.database) == 0)  // not sent yet: it keeps waiting
+        try await fixture.drain(simulator: try WhatsAppSimulator())
+        try await ReceiptStore.applyPending(in: fixture.database)
+        let statuses = try await fixture.database.query("SELECT status FROM wa_outbox.events WHERE job_id = \(Int64(sent.outboxId)!) ORDER BY id")
+        #expect(try statuses.map { try $0.decode(String.self, at: 0) } == ["queued", "sent", "delivered", "read"])
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.receipts_pending") == 0)
+        await fixture.close()
+    }
+
     @Test(arguments: ["waha", "wuzapi"])
     func receiptsBecomeDeliveredThenReadEventsOnceEach(dialect: String) async throws {
         let fixture = try await Fixture.make()

@@ -22,7 +22,21 @@ import PostgresClient
 /// time is moved to the head's time.
 public enum ClaimQuery {
     public static func claim(workerID: UUID, limit: Int, on connection: PostgresConnection) async throws -> [ClaimedJob] {
-        let rows = try await connection.query("""
+        let rows = try await connection.query(PostgresQuery(sql, binds: [(limit * 4).postgresBind, limit.postgresBind, workerID.postgresBind]))
+        return try rows.map { row in
+            ClaimedJob(
+                id: try row.decode(at: 0), org: try row.decode(at: 1), sessionID: try row.decode(at: 2),
+                chat: try row.decode(at: 3), kind: JobKind(rawValue: try row.decode(at: 4)) ?? .send,
+                waMessageID: try row.decode(at: 5), payload: try row.decode(at: 6),
+                attempt: try row.decode(at: 7), maxAttempts: try row.decode(at: 8), deadline: try row.decode(at: 9),
+                previousErrorCode: (try row.decode(String?.self, at: 10)).flatMap(ErrorCode.init(rawValue:)),
+                createdAt: try row.decode(at: 11)
+            )
+        }
+    }
+
+    /// The statement. $1: candidate lanes to scan (4 × the limit), $2: the limit, $3: the worker id.
+    public static let sql = """
             WITH candidate_sessions AS (
                 SELECT DISTINCT session_id FROM (
                     SELECT l.session_id FROM wa_outbox.lanes l
@@ -31,7 +45,7 @@ public enum ClaimQuery {
                       AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
                       AND s.engine_status IN ('unknown', 'connected')
                     ORDER BY l.ready_at
-                    LIMIT \(limit * 4)
+                    LIMIT $1
                 ) ready
             ),
             sessions AS (
@@ -59,7 +73,7 @@ public enum ClaimQuery {
                     ORDER BY j.run_at, j.id
                     LIMIT 1
                 ) h
-                LIMIT \(limit)
+                LIMIT $2
             ),
             due AS (
                 SELECT * FROM picked WHERE available_at <= now()
@@ -79,21 +93,10 @@ public enum ClaimQuery {
                 WHERE s.id = c.session_id
             )
             UPDATE wa_outbox.jobs j
-            SET state = 'running', attempts = j.attempts + 1, worker_id = \(workerID)
+            SET state = 'running', attempts = j.attempts + 1, worker_id = $3
             FROM due d
             WHERE j.id = d.job_id
             RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text,
                       j.attempts, j.max_attempts, j.deadline, j.error_code, j.created_at
-            """)
-        return try rows.map { row in
-            ClaimedJob(
-                id: try row.decode(at: 0), org: try row.decode(at: 1), sessionID: try row.decode(at: 2),
-                chat: try row.decode(at: 3), kind: JobKind(rawValue: try row.decode(at: 4)) ?? .send,
-                waMessageID: try row.decode(at: 5), payload: try row.decode(at: 6),
-                attempt: try row.decode(at: 7), maxAttempts: try row.decode(at: 8), deadline: try row.decode(at: 9),
-                previousErrorCode: (try row.decode(String?.self, at: 10)).flatMap(ErrorCode.init(rawValue:)),
-                createdAt: try row.decode(at: 11)
-            )
-        }
-    }
+            """
 }

@@ -54,10 +54,20 @@ public enum CompletionQuery {
                 outcomes.append("defer"); codes.append(code.rawValue); messages.append(message); delays.append(delay.milliseconds)
             }
         }
-        let rows = try await connection.query("""
+        let rows = try await connection.query(PostgresQuery(sql, binds: [
+            ids.postgresBind, attempts.postgresBind, workers.postgresBind, outcomes.postgresBind, codes.postgresBind,
+            messages.postgresBind, delays.postgresBind, engineIDs.postgresBind, keyIDs.postgresBind,
+        ]))
+        return Set(try rows.map { try $0.decode(Int64.self, at: 0) })
+    }
+
+    /// The statement. $1 … $9, one element per completion: job ids, attempts, worker ids, outcomes
+    /// (succeeded, failed, retry, defer), error codes, error messages, delays in ms, engine
+    /// message ids, engine key ids.
+    public static let sql = """
             WITH input AS (
-                SELECT * FROM unnest(\(ids)::int8[], \(attempts)::int8[], \(workers)::text[], \(outcomes)::text[],
-                                     \(codes)::text[], \(messages)::text[], \(delays)::int8[], \(engineIDs)::text[], \(keyIDs)::text[])
+                SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[],
+                                     $5::text[], $6::text[], $7::int8[], $8::text[], $9::text[])
                     AS i(id, attempt, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id)
             ),
             updated AS (
@@ -121,9 +131,7 @@ public enum CompletionQuery {
                 FROM sessions_done d WHERE d.restricted IS NOT NULL AND d.state_before <> 'restricted'
             )
             SELECT id FROM updated
-            """)
-        return Set(try rows.map { try $0.decode(Int64.self, at: 0) })
-    }
+            """
 }
 
 /// Hands the running jobs of dead workers to others.

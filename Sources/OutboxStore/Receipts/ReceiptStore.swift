@@ -24,20 +24,55 @@ public struct ReceiptUpdate: Sendable, Equatable {
 ///
 /// A job's `receipt` column only moves forward, under a row lock: a repeated webhook, or a
 /// `delivered` that arrives after `read`, writes nothing. A `read` for a message with no
-/// `delivered` yet writes both, in order (read implies delivered). Receipts for messages this
-/// outbox did not send are ignored.
+/// `delivered` yet writes both, in order (read implies delivered). A receipt that finds no sent
+/// job (it came before the job's completion was written, or the message is not ours) waits in
+/// `receipts_pending`; `applyPending` applies it once the job is there.
 public enum ReceiptStore {
     /// Records the receipts; returns the number of events written.
     @discardableResult
     public static func record(_ receipts: [ReceiptUpdate], in database: PostgresDatabase) async throws -> Int {
         guard !receipts.isEmpty else { return 0 }
-        let rows = try await database.query("""
+        let rows = try await database.query(PostgresQuery(
+            """
             WITH input AS (
                 SELECT session_id, key_id, max(level) AS level
-                FROM unnest(\(receipts.map(\.session))::text[], \(receipts.map(\.keyID))::text[], \(receipts.map { Int64($0.level.rawValue) })::int8[])
-                    AS i(session_id, key_id, level)
+                FROM unnest($1::text[], $2::text[], $3::int8[]) AS i(session_id, key_id, level)
                 GROUP BY session_id, key_id
             ),
+            waiting AS (
+                INSERT INTO wa_outbox.receipts_pending (session_id, key_id, level)
+                SELECT i.session_id, i.key_id, i.level FROM input i
+                WHERE NOT EXISTS (SELECT 1 FROM wa_outbox.jobs j
+                                  WHERE j.session_id = i.session_id AND j.engine_key_id = i.key_id AND j.kind = 'send' AND j.state = 'succeeded')
+                ON CONFLICT (session_id, key_id) DO UPDATE SET level = greatest(wa_outbox.receipts_pending.level, EXCLUDED.level)
+            ),
+            """ + apply,
+            binds: [receipts.map(\.session).postgresBind, receipts.map(\.keyID).postgresBind,
+                    receipts.map { Int64($0.level.rawValue) }.postgresBind]))
+        return try rows[0].decode(Int.self, at: 0)
+    }
+
+    /// Applies waiting receipts whose job has been completed since, and forgets those older than a
+    /// day; returns the number of events written.
+    @discardableResult
+    public static func applyPending(in database: PostgresDatabase) async throws -> Int {
+        let rows = try await database.query(PostgresQuery("""
+            WITH expired AS (
+                DELETE FROM wa_outbox.receipts_pending WHERE received_at < now() - interval '1 day'
+            ),
+            input AS (
+                DELETE FROM wa_outbox.receipts_pending p
+                USING wa_outbox.jobs j
+                WHERE j.session_id = p.session_id AND j.engine_key_id = p.key_id AND j.kind = 'send' AND j.state = 'succeeded'
+                RETURNING p.session_id, p.key_id, p.level::int8 AS level
+            ),
+            """ + apply))
+        return try rows[0].decode(Int.self, at: 0)
+    }
+
+    /// The rest of both statements: given `input (session_id, key_id, level)`, moves each job's
+    /// receipt forward under its row lock and writes the events it passes.
+    private static let apply = """
             locked AS (
                 SELECT j.id, j.receipt AS old, i.level
                 FROM wa_outbox.jobs j JOIN input i ON j.session_id = i.session_id AND j.engine_key_id = i.key_id
@@ -57,7 +92,5 @@ public enum ReceiptStore {
                 RETURNING 1
             )
             SELECT count(*)::int8 FROM events
-            """)
-        return try rows[0].decode(Int.self, at: 0)
-    }
+            """
 }

@@ -1,0 +1,41 @@
+import ArgumentParser
+import OutboxStore
+
+/// For `scripts/bench`: the worker's own claim and completion statements wrapped in one SQL
+/// function, so pgbench can measure what PostgreSQL alone does with them (the SQL ceiling).
+struct BenchSQLCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-sql",
+        abstract: "Print wa_bench.cycle(batch): the worker's claim and completion statements as one SQL function (for pgbench).",
+        shouldDisplay: false
+    )
+
+    func run() {
+        print("""
+            CREATE SCHEMA IF NOT EXISTS wa_bench;
+            -- One worker cycle without the worker: claim up to `batch` jobs, complete them all as
+            -- sent (job rows, events, lanes, sessions), with the statements the worker issues.
+            CREATE OR REPLACE FUNCTION wa_bench.cycle(batch int) RETURNS int LANGUAGE plpgsql AS $cycle$
+            DECLARE
+                r record;
+                ids int8[] := '{}';
+                attempts int8[] := '{}';
+                worker uuid := gen_random_uuid();
+                n int;
+            BEGIN
+                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch * 4, batch, worker LOOP
+                    ids := ids || r.id;
+                    attempts := attempts || r.attempts::int8;
+                END LOOP;
+                n := coalesce(array_length(ids, 1), 0);
+                IF n = 0 THEN RETURN 0; END IF;
+                EXECUTE $complete$\(CompletionQuery.sql)$complete$
+                    USING ids, attempts, array_fill(worker::text, ARRAY[n]), array_fill('succeeded'::text, ARRAY[n]),
+                          array_fill(NULL::text, ARRAY[n]), array_fill(NULL::text, ARRAY[n]), array_fill(0::int8, ARRAY[n]),
+                          array_fill(NULL::text, ARRAY[n]), array_fill(NULL::text, ARRAY[n]);
+                RETURN n;
+            END
+            $cycle$;
+            """)
+    }
+}

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""wa-outbox benchmarks. Run through scripts/bench, which builds the release binary and starts
+throwaway PostgreSQL (durable commits) and Redis servers, then calls this with:
+
+  WA_BIN, DATABASE_URL, BENCH_REDIS_URL, BENCH_OUT (folder for results.json and chart.png)
+
+Each scenario prints its figures and adds them to results.json. Nothing here asserts a time:
+benchmarks measure, tests check behaviour.
+"""
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.environ["WA_BIN"]
+DB = os.environ["DATABASE_URL"]
+REDIS = os.environ["BENCH_REDIS_URL"]
+OUT = os.environ.get("BENCH_OUT", "benchmarks")
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+N = int(os.environ.get("BENCH_JOBS", "2000" if QUICK else "100000"))
+SESSIONS, CHATS = (50, 4) if QUICK else (1000, 10)
+WORK = tempfile.mkdtemp(prefix="wa-bench-")
+results = {}
+
+
+def log(*parts):
+    print(*parts, flush=True)
+
+
+def psql(sql, db=DB):
+    done = subprocess.run(["psql", db, "-qAtX", "-v", "ON_ERROR_STOP=1"], input=sql, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"psql failed: {done.stderr}\n{sql[:500]}")
+    return done.stdout.strip()
+
+
+def reset(sessions=SESSIONS, max_in_flight=1):
+    psql(f"""
+        TRUNCATE wa_outbox.jobs, wa_outbox.lanes, wa_outbox.events, wa_outbox.workers, wa_outbox.audit;
+        DELETE FROM wa_outbox.sessions;
+        INSERT INTO wa_outbox.sessions (id, org, engine, max_in_flight)
+        SELECT 's' || g, 'org1', 'sim', {max_in_flight} FROM generate_series(1, {sessions}) g;
+    """)
+
+
+def fill(n, sessions=SESSIONS, chats=CHATS, hot=0):
+    """Queues n text sends over sessions x chats (job g to session g % sessions), plus `hot` sends
+    to one chat of session s1, in bulk: jobs, then their lanes (as enqueue keeps them)."""
+    chat = f"(4915100000000 + (g / {sessions}) % {chats})::text || '@s.whatsapp.net'"
+    psql(f"""
+        INSERT INTO wa_outbox.jobs (org, session_id, chat, kind, wa_message_id, payload, deadline)
+        SELECT 'org1', 's' || (g % {sessions} + 1), {chat}, 'send', '3EB0' || lpad(upper(to_hex(g)), 18, '0'),
+               jsonb_build_object('type', 'text', 'chat', {chat}, 'text', 'bench ' || g), now() + interval '1 day'
+        FROM generate_series(0, {n} - 1) g;
+        INSERT INTO wa_outbox.jobs (org, session_id, chat, kind, wa_message_id, payload, deadline)
+        SELECT 'org1', 's1', '4915199999999@s.whatsapp.net', 'send', '3EB1' || lpad(upper(to_hex(g)), 18, '0'),
+               jsonb_build_object('type', 'text', 'chat', '4915199999999@s.whatsapp.net', 'text', 'hot ' || g), now() + interval '1 day'
+        FROM generate_series(1, {hot}) g;
+        INSERT INTO wa_outbox.lanes (session_id, chat, org, pending, busy, ready_at)
+        SELECT session_id, chat, 'org1', count(*), false, now() FROM wa_outbox.jobs WHERE state = 'queued' GROUP BY 1, 2;
+        VACUUM ANALYZE wa_outbox.jobs;
+        VACUUM ANALYZE wa_outbox.lanes;
+    """)
+
+
+WORKER_ARGS = ["--poll-interval-ms", "100", "--rate-per-second", "1000000", "--burst", "1000000", "--pacing", "off",
+               "--admin-listen", "off"]
+
+
+def start_worker(extra=(), redis=False, exit_when_idle=True, name="w"):
+    env = dict(os.environ, DATABASE_URL=DB, WA_OUTBOX_LOG_LEVEL="warning")
+    env.pop("REDIS_URL", None)
+    args = [BIN, "worker", "--name", name] + WORKER_ARGS + list(extra)
+    if exit_when_idle:
+        args.append("--exit-when-idle")
+    if redis:
+        args += ["--redis-url", REDIS]
+    stderr = open(os.path.join(WORK, f"{name}.log"), "w+")
+    return subprocess.Popen(args, env=env, stderr=stderr, stdout=subprocess.DEVNULL), stderr
+
+
+def finish_worker(process, stderr, timeout=None):
+    """Waits for the worker (SIGTERM after `timeout` seconds: it stops gracefully); returns its
+    peak RSS in MB, from the kernel's accounting of the child (wait4)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG if deadline is not None else 0)
+        if pid:
+            break
+        if time.monotonic() >= deadline:
+            process.send_signal(signal.SIGTERM)
+            pid, status, usage = os.wait4(process.pid, 0)
+            break
+        time.sleep(0.05)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode not in (0, -15):
+        stderr.seek(0)
+        log(stderr.read()[-2000:])
+    return usage.ru_maxrss / 1024
+
+
+def sent_rate():
+    """Jobs per second between the first and the last 'sent' event, and how many."""
+    row = psql("SELECT count(*), extract(epoch FROM max(created_at) - min(created_at)) FROM wa_outbox.events WHERE status = 'sent'")
+    count, seconds = row.split("|")
+    count, seconds = int(count), float(seconds or 0)
+    return (count / seconds if seconds > 0 else 0.0), count, seconds
+
+
+def drain(workers=1, redis=False, timeout=None, extra=()):
+    started = [start_worker(extra, redis=redis, name=f"drain{i}") for i in range(workers)]
+    rss = [finish_worker(p, f, timeout=timeout) for p, f in started]
+    rate, count, seconds = sent_rate()
+    return {"jobs_per_s": round(rate), "jobs": count, "seconds": round(seconds, 3), "peak_rss_mb": round(max(rss), 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+def scenario_drain():
+    log(f"\n## drain: {N:,} queued sends over {SESSIONS} sessions x {CHATS} chats, in-process simulator, pacing off, no Redis")
+    out = {}
+    for workers in (1, 2, 4):
+        reset()
+        fill(N)
+        out[str(workers)] = drain(workers)
+        log(f"  {workers} worker process(es): {out[str(workers)]['jobs_per_s']:,} jobs/s "
+            f"({out[str(workers)]['seconds']} s), peak RSS {out[str(workers)]['peak_rss_mb']:.1f} MB")
+    results["drain"] = out
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def scenario_latency():
+    best = results.get("drain", {}).get("1", {}).get("jobs_per_s") or 5000
+    rates = [200, max(200, best // 2)]
+    seconds = 5 if QUICK else 15
+    out = {}
+    log(f"\n## latency: enqueue (pgbench, wa_outbox.enqueue) to dispatch (the simulator's clock), {seconds} s per rate")
+    for rate in rates:
+        reset()
+        deliveries = os.path.join(WORK, f"deliveries-{rate}.jsonl")
+        worker, stderr = start_worker(["--sim-delivery-log", deliveries], exit_when_idle=False, name=f"latency{rate}")
+        time.sleep(2)
+        script = os.path.join(WORK, "enqueue.sql")
+        with open(script, "w") as f:
+            f.write(f"\\set s random(1, {SESSIONS})\n\\set c random(0, {CHATS - 1})\n"
+                    "SELECT wa_outbox.enqueue('org1', 's' || :s, 'send', jsonb_build_object('type', 'text', "
+                    "'chat', (4915100000000 + :c)::text || '@s.whatsapp.net', 'text', 'latency'));\n")
+        subprocess.run(["pgbench", "-n", "-c", "4", "-j", "2", "-R", str(rate), "-T", str(seconds), "-f", script, DB],
+                       check=True, capture_output=True)
+        time.sleep(2)
+        finish_worker(worker, stderr, timeout=0)
+        created = {}
+        for line in psql("SELECT wa_message_id, extract(epoch FROM created_at) FROM wa_outbox.jobs").splitlines():
+            mid, at = line.split("|")
+            created[mid] = float(at)
+        latencies = []
+        with open(deliveries) as f:
+            for line in f:
+                d = json.loads(line)
+                if d["id"] in created:
+                    latencies.append((d["time"] - created[d["id"]]) * 1000)
+        out[str(rate)] = {"jobs": len(latencies), "p50_ms": round(percentile(latencies, 50), 2),
+                          "p95_ms": round(percentile(latencies, 95), 2), "p99_ms": round(percentile(latencies, 99), 2)}
+        log(f"  {rate} jobs/s: {len(latencies)} jobs, p50 {out[str(rate)]['p50_ms']} ms, p95 {out[str(rate)]['p95_ms']} ms, "
+            f"p99 {out[str(rate)]['p99_ms']} ms")
+    results["latency"] = out
+
+
+def scenario_backlog():
+    sizes = [(1_000, 0), (5_000, 0), (5_000, 1_000)] if QUICK else [(10_000, 0), (100_000, 0), (1_000_000, 0), (900_000, 100_000)]
+    window = 5 if QUICK else 20
+    out = {}
+    log(f"\n## backlog: one worker for up to {window} s over a queue of each size")
+    for size, hot in sizes:
+        reset()
+        fill(size, hot=hot)
+        result = drain(1, timeout=window)
+        label = f"{size + hot:,}" + (f" ({hot:,} in one chat)" if hot else "")
+        out[label] = result
+        log(f"  {label}: {result['jobs_per_s']:,} jobs/s over {result['jobs']:,} jobs")
+    results["backlog"] = out
+
+
+def sizes():
+    row = psql("SELECT pg_total_relation_size('wa_outbox.jobs'), pg_total_relation_size('wa_outbox.events'), "
+               "pg_total_relation_size('wa_outbox.lanes'), (SELECT count(*) FROM wa_outbox.jobs)")
+    jobs, events, lanes, rows = (int(x) for x in row.split("|"))
+    return {"jobs_mb": round(jobs / 2**20, 1), "events_mb": round(events / 2**20, 1), "lanes_mb": round(lanes / 2**20, 2), "job_rows": rows}
+
+
+def scenario_bloat():
+    cycles, per_cycle = (3, 2_000) if QUICK else (10, 100_000)
+    log(f"\n## bloat: {cycles} x {per_cycle:,} jobs through one worker that prunes every 5 s (retention 0 h), autovacuum on")
+    reset()
+    out = []
+    for cycle in range(cycles):
+        fill(per_cycle)
+        drain(1, extra=["--prune-interval-ms", "5000", "--keep-jobs-hours", "0", "--keep-events-hours", "0"])
+        s = sizes()
+        out.append(s)
+        log(f"  after {(cycle + 1) * per_cycle:,} jobs: jobs {s['jobs_mb']} MB ({s['job_rows']:,} rows left), "
+            f"events {s['events_mb']} MB, lanes {s['lanes_mb']} MB")
+        # the next cycle's fill starts from a pruned table; lanes of the pruned jobs stay
+        psql("DELETE FROM wa_outbox.lanes WHERE pending = 0")
+    results["bloat"] = out
+
+
+def scenario_redis():
+    rounds = 2 if QUICK else 5
+    log(f"\n## redis: 200 sessions x 50 sends, one worker, with and without the Redis gate (limits never bind), {rounds} rounds")
+    without, with_redis = [], []
+    for _ in range(rounds):
+        for redis, bucket in ((False, without), (True, with_redis)):
+            reset(sessions=200)
+            fill(10_000, sessions=200, chats=5)
+            bucket.append(drain(1, redis=redis)["seconds"])
+    a, b = statistics.median(without), statistics.median(with_redis)
+    results["redis"] = {"without_s": without, "with_s": with_redis, "median_without_s": a, "median_with_s": b,
+                        "overhead_pct": round(100 * (b / a - 1), 1)}
+    log(f"  median drain: without {a:.3f} s, with {b:.3f} s: Redis adds {100 * (b / a - 1):+.1f}%")
+    reset()
+    fill(N)
+    big = drain(1, redis=True)
+    results["redis"]["drain_with_redis"] = big
+    log(f"  the {N:,}-job drain with Redis: {big['jobs_per_s']:,} jobs/s")
+
+
+def scenario_ceiling():
+    seconds = 5 if QUICK else 15
+    log(f"\n## SQL ceiling: pgbench running the worker's claim and completion statements (wa-outbox bench-sql), {seconds} s")
+    psql(subprocess.run([BIN, "bench-sql"], capture_output=True, text=True, check=True).stdout)
+    out = {}
+    for batch, clients in ((100, 2), (500, 2)):
+        reset()
+        fill(max(N, 200_000) if not QUICK else N)
+        script = os.path.join(WORK, "cycle.sql")
+        with open(script, "w") as f:
+            f.write(f"SELECT wa_bench.cycle({batch});\n")
+        subprocess.run(["pgbench", "-n", "-c", str(clients), "-j", str(clients), "-T", str(seconds), "-f", script, DB],
+                       check=True, capture_output=True)
+        rate, count, _ = sent_rate()
+        out[f"batch {batch}, {clients} clients"] = {"jobs_per_s": round(rate), "jobs": count}
+        log(f"  batch {batch}, {clients} clients: {round(rate):,} jobs/s")
+    results["ceiling"] = out
+
+
+def scenario_peers():
+    peers = os.path.join(os.path.dirname(__file__), "peers.py")
+    count = min(N, 20_000) if QUICK else N
+    log(f"\n## peers on the same server and settings: {count:,} no-op jobs each")
+    done = subprocess.run([sys.executable, peers, str(count), "1" if QUICK else "0"], capture_output=True, text=True,
+                          env=dict(os.environ, PEER_DB=DB))
+    if done.returncode != 0:
+        log(done.stdout[-3000:], done.stderr[-3000:])
+        raise RuntimeError("peers failed")
+    results["peers"] = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, figures in results["peers"].items():
+        log(f"  {name}: {figures}")
+
+
+SCENARIOS = {"drain": scenario_drain, "latency": scenario_latency, "backlog": scenario_backlog, "bloat": scenario_bloat,
+             "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers}
+
+
+def main():
+    chosen = [a for a in sys.argv[1:] if not a.startswith("-")] or list(SCENARIOS)
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, "results.json")
+    if os.path.exists(path) and set(chosen) != set(SCENARIOS):
+        results.update(json.load(open(path)))  # a partial run updates the scenarios it ran
+    machine = {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "postgres": psql("SHOW server_version"),
+        "postgres_settings": dict(line.split("|") for line in psql(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', "
+            "'full_page_writes', 'max_connections', 'wal_level', 'max_wal_size', 'autovacuum') ORDER BY name").splitlines()),
+        "quick": QUICK, "jobs": N, "sessions": SESSIONS, "chats_per_session": CHATS,
+    }
+    results["machine"] = machine
+    log(f"machine: {machine['cpus']} CPUs, {machine['memory_gb']} GB, PostgreSQL {machine['postgres']} {machine['postgres_settings']}")
+    for name in chosen:
+        SCENARIOS[name]()
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+    log(f"\nresults: {path}")
+
+
+if __name__ == "__main__":
+    main()
