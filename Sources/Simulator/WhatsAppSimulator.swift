@@ -101,9 +101,9 @@ public final class WhatsAppSimulator: Sendable {
         var messages: [String: SentMessage] = [:]
         /// Message ids per (session, chat), oldest first.
         var chats: [String: [String]] = [:]
-        /// What was delivered per (session, chat, content): the same content twice is a duplicate
-        /// delivery, whatever its id (engines without caller-chosen ids).
-        var contents: Set<String> = []
+        /// What was delivered per (session, chat, content), as 64-bit hashes: the same content
+        /// twice is a duplicate delivery, whatever its id (engines without caller-chosen ids).
+        var contents: Set<Int> = []
         var deliveredTwice = 0
         var receiptHandler: (@Sendable (Receipt) -> Void)?
         var delivered = 0
@@ -230,7 +230,11 @@ public final class WhatsAppSimulator: Sendable {
             }
             state.messages[id] = SentMessage(session: session, chat: chat, content: content, sentAt: now)
             state.chats["\(session)\u{0}\(chat)", default: []].append(id)
-            if !state.contents.insert("\(session)\u{0}\(chat)\u{0}\(content)").inserted { state.deliveredTwice += 1 }
+            var hasher = Hasher()
+            hasher.combine(session)
+            hasher.combine(chat)
+            hasher.combine("\(content)")
+            if !state.contents.insert(hasher.finalize()).inserted { state.deliveredTwice += 1 }
             state.delivered += 1
             record(Delivery(session: session, chat: chat, id: id, kind: "send", type: content.typeName, time: now.timeIntervalSince1970), into: &state)
         case .edit(let id, let chat, _):

@@ -12,9 +12,9 @@ public struct WorkerConfiguration: Sendable {
     /// Shown in `wa_outbox.workers` and logs.
     public var name: String
     /// Dispatches in flight in this process at most.
-    public var concurrency = 256
+    public var concurrency = 512
     /// Jobs taken by one claim at most.
-    public var batchSize = 100
+    public var batchSize = 500
     /// How long the jobs of a worker that stops heartbeating stay held; heartbeats come every third of it.
     public var lease: Duration = .seconds(30)
     /// The fallback poll, for when no notification arrives.
@@ -68,6 +68,8 @@ public final class Worker: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
+    /// Jobs admitted by one Redis script call.
+    static let admissionChunk = 100
     private let wakeup = Wakeup()
     private let flushNeeded = Wakeup()
     private let idle = Wakeup()
@@ -142,12 +144,14 @@ public final class Worker: Sendable {
                     await wakeup.wait(timeout: configuration.pollInterval)
                     continue
                 }
-                // Admission (one Redis round trip) runs beside the next claim instead of before it.
-                if !claimed.isEmpty {
-                    let batch = claimed
+                // Admission (a Redis round trip) runs beside the next claim instead of before it,
+                // in chunks on separate connections, so the first dispatches start while Redis
+                // still decides on the rest of a large batch.
+                for start in stride(from: 0, to: claimed.count, by: Self.admissionChunk) {
+                    let chunk = Array(claimed[start..<min(start + Self.admissionChunk, claimed.count)])
                     group.addTask {
                         await withDiscardingTaskGroup { dispatches in
-                            for (job, operation, context, lock) in await self.admit(batch) {
+                            for (job, operation, context, lock) in await self.admit(chunk) {
                                 dispatches.addTask { await self.dispatch(job, operation, context, lock: lock) }
                             }
                         }

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 results = json.load(open(sys.argv[1]))
-figure, (throughput, latency, bloat) = plt.subplots(1, 3, figsize=(16, 5))
+figure, (throughput, latency, bloat) = plt.subplots(1, 3, figsize=(18, 6), gridspec_kw={"width_ratios": [2, 1, 1]})
 
 bars = {}
 for workers, run in results.get("drain", {}).items():
@@ -25,7 +25,7 @@ for name in ("pgqueuer", "procrastinate"):
         bars[name] = peers[name]["jobs_per_s"]
 colors = ["#2b6cb0" if k.startswith("wa-outbox") else "#718096" if k.startswith("SQL") else "#dd6b20" for k in bars]
 throughput.bar(range(len(bars)), list(bars.values()), color=colors)
-throughput.set_xticks(range(len(bars)), list(bars.keys()), fontsize=7)
+throughput.set_xticks(range(len(bars)), [k.replace("\n", " ") for k in bars], fontsize=8, rotation=30, ha="right")
 throughput.set_ylabel("jobs/s (durable commits)")
 throughput.set_title("Drain throughput, same server")
 for i, value in enumerate(bars.values()):
@@ -58,3 +58,53 @@ figure.suptitle(f"wa-outbox benchmarks: {machine.get('cpus')} CPUs, PostgreSQL {
 figure.tight_layout()
 figure.savefig(sys.argv[2], dpi=110)
 print(f"chart: {sys.argv[2]}")
+
+# The table for BENCHMARKS.md, beside the chart.
+lines = ["| measure | result | beside it |", "|---|---|---|"]
+drain = results.get("drain", {})
+peers = results.get("peers", {})
+ceiling = results.get("ceiling", {})
+fastest_peer = max((peers[p]["jobs_per_s"] for p in ("pgqueuer", "procrastinate") if p in peers), default=None)
+ceiling100 = next((v["jobs_per_s"] for k, v in ceiling.items() if k.startswith("batch 100")), None)
+ceiling500 = next((v["jobs_per_s"] for k, v in ceiling.items() if k.startswith("batch 500")), None)
+for workers, run in drain.items():
+    ratios = []
+    if fastest_peer:
+        ratios.append(f"{run['jobs_per_s'] / fastest_peer:.2f}x the faster peer")
+    if ceiling500:
+        ratios.append(f"{100 * run['jobs_per_s'] / ceiling500:.0f}% of the SQL ceiling (batch 500)")
+    lines.append(f"| drain, {workers} worker(s) | {run['jobs_per_s']:,} jobs/s (runs: {run.get('runs_jobs_per_s')}) | {'; '.join(ratios)} |")
+if "drain_http" in results:
+    lines.append(f"| drain, 1 worker, simulator over HTTP | {results['drain_http']['jobs_per_s']:,} jobs/s | |")
+for name, run in ceiling.items():
+    lines.append(f"| SQL ceiling, {name} | {run['jobs_per_s']:,} jobs/s | |")
+for name in ("pgqueuer", "procrastinate"):
+    if name in peers:
+        extra = f" (batch {peers[name]['batch_size']})" if "batch_size" in peers[name] else ""
+        lines.append(f"| {name}{extra} | {peers[name]['jobs_per_s']:,} jobs/s | |")
+pq = peers.get("pgqueuer_latency")
+for rate, run in results.get("latency", {}).items():
+    beside = f"pgqueuer at {pq['rate']}/s: p50 {pq['p50_ms']}, p95 {pq['p95_ms']}, p99 {pq['p99_ms']} ms" if pq and rate == str(pq["rate"]) else ""
+    achieved = f" ({run['achieved_per_s']:,} achieved)" if "achieved_per_s" in run else ""
+    lines.append(f"| enqueue to dispatch at {rate} jobs/s{achieved} | p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, p99 {run['p99_ms']} ms | {beside} |")
+backlog = results.get("backlog", {})
+base = next(iter(backlog.values()), {}).get("jobs_per_s")
+for label, run in backlog.items():
+    lines.append(f"| backlog {label} | {run['jobs_per_s']:,} jobs/s | {100 * run['jobs_per_s'] / base:.0f}% of the smallest backlog |" if base else "")
+if "drain" in results and "1" in drain:
+    lines.append(f"| peak RSS, 1 worker (with the in-process simulator's memory) | {drain['1']['peak_rss_mb']} MB | |")
+if "drain_http" in results:
+    lines.append(f"| peak RSS, 1 worker alone (simulator in its own process) | {results['drain_http']['peak_rss_mb']} MB | |")
+if results.get("bloat"):
+    sizes = " → ".join(f"{c['jobs_mb']:.0f}" for c in results["bloat"])
+    events = " → ".join(f"{c['events_mb']:.0f}" for c in results["bloat"])
+    lines.append(f"| jobs table + indexes after each cycle through, pruning on | {sizes} MB | events: {events} MB |")
+if "redis" in results:
+    r = results["redis"]
+    lines.append(f"| Redis gate cost (200 sessions x 50) | {r['overhead_pct']:+.1f}% drain time (median {r['median_without_s']:.3f} s → {r['median_with_s']:.3f} s) | |")
+    if "drain_with_redis" in r:
+        lines.append(f"| drain, 1 worker, with Redis | {r['drain_with_redis']['jobs_per_s']:,} jobs/s | |")
+table = "\n".join(line for line in lines if line)
+with open(sys.argv[2].rsplit("/", 1)[0] + "/results.md", "w") as f:
+    f.write(table + "\n")
+print(table)

@@ -49,21 +49,25 @@ def reset(sessions=SESSIONS, max_in_flight=1):
 
 def fill(n, sessions=SESSIONS, chats=CHATS, hot=0):
     """Queues n text sends over sessions x chats (job g to session g % sessions), plus `hot` sends
-    to one chat of session s1, in bulk: jobs, then their lanes (as enqueue keeps them)."""
+    to one chat of session s1, in bulk: jobs, then their lanes (as enqueue keeps them). Message
+    ids are new every time (a sent id's Redis lock lives on for its TTL). Ends with a CHECKPOINT,
+    so the fill's dirty pages are not written during the measurement that follows."""
     chat = f"(4915100000000 + (g / {sessions}) % {chats})::text || '@s.whatsapp.net'"
+    salt = os.urandom(4).hex().upper()
     psql(f"""
         INSERT INTO wa_outbox.jobs (org, session_id, chat, kind, wa_message_id, payload, deadline)
-        SELECT 'org1', 's' || (g % {sessions} + 1), {chat}, 'send', '3EB0' || lpad(upper(to_hex(g)), 18, '0'),
+        SELECT 'org1', 's' || (g % {sessions} + 1), {chat}, 'send', '3EB0{salt}' || lpad(upper(to_hex(g)), 10, '0'),
                jsonb_build_object('type', 'text', 'chat', {chat}, 'text', 'bench ' || g), now() + interval '1 day'
         FROM generate_series(0, {n} - 1) g;
         INSERT INTO wa_outbox.jobs (org, session_id, chat, kind, wa_message_id, payload, deadline)
-        SELECT 'org1', 's1', '4915199999999@s.whatsapp.net', 'send', '3EB1' || lpad(upper(to_hex(g)), 18, '0'),
+        SELECT 'org1', 's1', '4915199999999@s.whatsapp.net', 'send', '3EB1{salt}' || lpad(upper(to_hex(g)), 10, '0'),
                jsonb_build_object('type', 'text', 'chat', '4915199999999@s.whatsapp.net', 'text', 'hot ' || g), now() + interval '1 day'
         FROM generate_series(1, {hot}) g;
         INSERT INTO wa_outbox.lanes (session_id, chat, org, pending, busy, ready_at)
         SELECT session_id, chat, 'org1', count(*), false, now() FROM wa_outbox.jobs WHERE state = 'queued' GROUP BY 1, 2;
         VACUUM ANALYZE wa_outbox.jobs;
         VACUUM ANALYZE wa_outbox.lanes;
+        CHECKPOINT;
     """)
 
 
@@ -124,12 +128,30 @@ def scenario_drain():
     log(f"\n## drain: {N:,} queued sends over {SESSIONS} sessions x {CHATS} chats, in-process simulator, pacing off, no Redis")
     out = {}
     for workers in (1, 2, 4):
-        reset()
-        fill(N)
-        out[str(workers)] = drain(workers)
-        log(f"  {workers} worker process(es): {out[str(workers)]['jobs_per_s']:,} jobs/s "
-            f"({out[str(workers)]['seconds']} s), peak RSS {out[str(workers)]['peak_rss_mb']:.1f} MB")
+        runs = []
+        for _ in range(1 if QUICK else 3):
+            reset()
+            fill(N)
+            runs.append(drain(workers))
+        best = sorted(runs, key=lambda r: r["jobs_per_s"])[len(runs) // 2]  # the median run
+        best["runs_jobs_per_s"] = [r["jobs_per_s"] for r in runs]
+        out[str(workers)] = best
+        log(f"  {workers} worker process(es): {best['jobs_per_s']:,} jobs/s median of {best['runs_jobs_per_s']}, "
+            f"peak RSS {best['peak_rss_mb']} MB (with the in-process simulator's memory of every message)")
     results["drain"] = out
+    # The worker's own memory: the same drain with the simulator in its own process (HTTP, wuzapi).
+    port = subprocess.run(["bash", os.path.join(os.path.dirname(__file__), "..", "lib", "servers.sh"), "free-port"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    simulator = subprocess.Popen([BIN, "simulator", "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    reset()
+    psql(f"UPDATE wa_outbox.sessions SET engine = 'wuzapi', engine_url = 'http://127.0.0.1:{port}'")
+    fill(N)
+    http = drain(1)
+    simulator.send_signal(signal.SIGTERM)
+    simulator.wait()
+    results["drain_http"] = http
+    log(f"  1 worker, simulator over HTTP in its own process: {http['jobs_per_s']:,} jobs/s, worker peak RSS {http['peak_rss_mb']} MB")
 
 
 def percentile(values, p):
@@ -153,7 +175,11 @@ def scenario_latency():
             f.write(f"\\set s random(1, {SESSIONS})\n\\set c random(0, {CHATS - 1})\n"
                     "SELECT wa_outbox.enqueue('org1', 's' || :s, 'send', jsonb_build_object('type', 'text', "
                     "'chat', (4915100000000 + :c)::text || '@s.whatsapp.net', 'text', 'latency'));\n")
-        subprocess.run(["pgbench", "-n", "-c", "4", "-j", "2", "-R", str(rate), "-T", str(seconds), "-f", script, DB],
+        # Four clients, each waiting for its durable commit: at high rates they fall short of the
+        # asked rate (more clients only starve the worker of CPU on 2 cores); the achieved rate is
+        # reported.
+        clients = 4
+        subprocess.run(["pgbench", "-n", "-c", str(clients), "-j", "2", "-R", str(rate), "-T", str(seconds), "-f", script, DB],
                        check=True, capture_output=True)
         time.sleep(2)
         finish_worker(worker, stderr, timeout=0)
@@ -167,9 +193,9 @@ def scenario_latency():
                 d = json.loads(line)
                 if d["id"] in created:
                     latencies.append((d["time"] - created[d["id"]]) * 1000)
-        out[str(rate)] = {"jobs": len(latencies), "p50_ms": round(percentile(latencies, 50), 2),
+        out[str(rate)] = {"achieved_per_s": round(len(latencies) / seconds), "jobs": len(latencies), "p50_ms": round(percentile(latencies, 50), 2),
                           "p95_ms": round(percentile(latencies, 95), 2), "p99_ms": round(percentile(latencies, 99), 2)}
-        log(f"  {rate} jobs/s: {len(latencies)} jobs, p50 {out[str(rate)]['p50_ms']} ms, p95 {out[str(rate)]['p95_ms']} ms, "
+        log(f"  {rate} jobs/s asked, {round(len(latencies) / seconds)} achieved: {len(latencies)} jobs, p50 {out[str(rate)]['p50_ms']} ms, p95 {out[str(rate)]['p95_ms']} ms, "
             f"p99 {out[str(rate)]['p99_ms']} ms")
     results["latency"] = out
 
@@ -196,20 +222,35 @@ def sizes():
     return {"jobs_mb": round(jobs / 2**20, 1), "events_mb": round(events / 2**20, 1), "lanes_mb": round(lanes / 2**20, 2), "job_rows": rows}
 
 
+def enqueue(n, sessions=SESSIONS, chats=CHATS):
+    """Enqueues n sends through wa_outbox.enqueue, as the API tier does."""
+    psql(f"""
+        SELECT count(*) FROM (
+            SELECT wa_outbox.enqueue('org1', 's' || (g % {sessions} + 1), 'send',
+                jsonb_build_object('type', 'text', 'chat', (4915100000000 + (g / {sessions}) % {chats})::text || '@s.whatsapp.net',
+                                   'text', 'load ' || g))
+            FROM generate_series(0, {n} - 1) g) x;
+    """)
+
+
 def scenario_bloat():
     cycles, per_cycle = (3, 2_000) if QUICK else (10, 100_000)
-    log(f"\n## bloat: {cycles} x {per_cycle:,} jobs through one worker that prunes every 5 s (retention 0 h), autovacuum on")
+    log(f"\n## bloat: {cycles} x {per_cycle:,} jobs enqueued (wa_outbox.enqueue) while one worker dispatches and prunes "
+        f"every 2 s with retention 0 h; autovacuum as configured")
     reset()
+    worker, stderr = start_worker(["--prune-interval-ms", "2000", "--keep-jobs-hours", "0", "--keep-events-hours", "0"],
+                                  exit_when_idle=False, name="bloat")
     out = []
     for cycle in range(cycles):
-        fill(per_cycle)
-        drain(1, extra=["--prune-interval-ms", "5000", "--keep-jobs-hours", "0", "--keep-events-hours", "0"])
+        enqueue(per_cycle)
+        while int(psql("SELECT count(*) FROM wa_outbox.jobs WHERE state IN ('queued', 'running')")) > 0:
+            time.sleep(0.5)
+        time.sleep(3)  # one more prune
         s = sizes()
         out.append(s)
         log(f"  after {(cycle + 1) * per_cycle:,} jobs: jobs {s['jobs_mb']} MB ({s['job_rows']:,} rows left), "
             f"events {s['events_mb']} MB, lanes {s['lanes_mb']} MB")
-        # the next cycle's fill starts from a pruned table; lanes of the pruned jobs stay
-        psql("DELETE FROM wa_outbox.lanes WHERE pending = 0")
+    finish_worker(worker, stderr, timeout=0)
     results["bloat"] = out
 
 

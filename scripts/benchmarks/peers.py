@@ -51,7 +51,7 @@ async def pgqueuer_drain(url, batch_size):
     for start in range(0, N, 10_000):
         count = min(10_000, N - start)
         await queries.enqueue(["noop"] * count, [None] * count, [0] * count)
-    manager = QueueManager(driver)
+    manager = QueueManager(queries)
     done = 0
     first = last = None
 
@@ -75,7 +75,7 @@ async def pgqueuer_latency(url, rate, seconds):
     consumer_connection = await asyncpg.connect(url)
     producer_connection = await asyncpg.connect(url)
     await clear(producer_connection)
-    manager = QueueManager(AsyncpgDriver(consumer_connection))
+    manager = QueueManager(Queries(AsyncpgDriver(consumer_connection)))
     producer = Queries(AsyncpgDriver(producer_connection))
     latencies = []
 
