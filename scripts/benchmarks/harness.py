@@ -255,7 +255,7 @@ def scenario_bloat():
 
 
 def scenario_redis():
-    rounds = 2 if QUICK else 5
+    rounds = 2 if QUICK else int(os.environ.get("BENCH_REDIS_ROUNDS", "5"))
     log(f"\n## redis: 200 sessions x 50 sends, one worker, with and without the Redis gate (limits never bind), {rounds} rounds")
     without, with_redis = [], []
     for _ in range(rounds):
