@@ -104,7 +104,12 @@ wa_pg_restart() {
 wa_redis_start() {
     local dir=$1 mode=${2:-} port cluster=()
     mkdir -p "$dir"
-    [ -f "$dir/port" ] || wa_free_port >"$dir/port"
+    if [ ! -f "$dir/port" ]; then
+        port=$(wa_free_port)
+        # A cluster node also listens on port + 10000, so its port must be 55535 or lower.
+        while [ "$mode" = cluster ] && [ "$port" -gt 55535 ]; do port=$(wa_free_port); done
+        echo "$port" >"$dir/port"
+    fi
     port=$(cat "$dir/port")
     [ "$mode" = cluster ] && cluster=(--cluster-enabled yes --cluster-config-file "$dir/nodes.conf")
     (wa_close_inherited_fds; wa_unblocked redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
