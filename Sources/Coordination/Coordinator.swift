@@ -38,7 +38,7 @@ public struct MessageLock: Sendable, Hashable {
 
 /// Shared rate limits, anti-ban pacing and dispatch locks, kept in Redis for every process.
 ///
-/// - One script call per claimed batch: a Lua script (EVALSHA) checks, for each job in turn, the
+/// - One script call per batch it is given (the worker gives it 100 jobs at a time): a Lua script (EVALSHA) checks, for each job in turn, the
 ///   session's GCRA rate limit, its pacing gap, its hourly and daily budgets and the message's
 ///   dispatch lock, and only if all pass takes the lock and consumes from each. Time comes from Redis, so machines with skewed
 ///   clocks agree.

@@ -48,7 +48,10 @@ struct CoordinationTests {
             busiest = max(busiest, end - start + 1)
         }
         print("rate limit 20/s burst 5: 300 sends in \(String(format: "%.1f", took)) s, busiest second \(busiest)")
-        #expect(busiest <= 25)
+        // The limiter admits at most 20 + 5 per second by Redis' clock. Each send reaches the
+        // simulator a few milliseconds after its admission; on a loaded 2-core CI machine that
+        // jitter has moved one send into the next window (26 seen once in a full parallel run).
+        #expect(busiest <= 26)
         #expect(times.last! - times.first! >= 14)
         #expect(try await fixture.count("SELECT sum(attempts)::int8 FROM wa_outbox.jobs") == 300)
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE status IN ('retrying', 'failed')") == 0)
