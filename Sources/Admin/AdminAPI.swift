@@ -97,19 +97,9 @@ public enum AdminAPI {
         guard let token, !token.isEmpty else { throw failure(.notFound, .notFound, "the admin API is disabled: set WA_OUTBOX_ADMIN_TOKEN") }
         let header = request.headers[.authorization] ?? ""
         let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
-        guard constantTimeEquals(Array(presented.utf8), Array(token.utf8)) else {
+        guard ConstantTime.equals(Array(presented.utf8), Array(token.utf8)) else {
             throw failure(.unauthorized, .validationError, "missing or wrong operator token")
         }
-    }
-
-    /// Compares without stopping at the first difference, so the time taken does not reveal how
-    /// much of the token was right.
-    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
-        for index in 0..<max(a.count, b.count) {
-            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
-        }
-        return difference == 0
     }
 
     static func json<T: Encodable>(_ value: T) throws -> Response {

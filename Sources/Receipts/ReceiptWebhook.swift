@@ -40,10 +40,7 @@ public enum ReceiptWebhook {
     /// Whether `presented` is the right signature, compared in constant time.
     public static func verify(_ engine: Engine, body: Data, presented: String?, secret: String) -> Bool {
         guard let presented, !secret.isEmpty else { return false }
-        let expected = Array(signature(engine, body: body, secret: secret).utf8)
-        let given = Array(presented.lowercased().utf8)
-        guard expected.count == given.count else { return false }
-        return zip(expected, given).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+        return ConstantTime.equals(Array(signature(engine, body: body, secret: secret).utf8), Array(presented.lowercased().utf8))
     }
 
     /// The receipts in a webhook body; other events give none. `session` is the URL's (wuzapi).

@@ -63,8 +63,6 @@ public final class Worker: Sendable {
         var running: [Int64: ClaimedJob] = [:]
         var dispatched = 0
         var reconciled = 0
-        /// Edits and revokes of messages the engine knows by its own id (WAHA), until dispatched.
-        var engineTargets: [Int64: String] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -133,11 +131,12 @@ public final class Worker: Sendable {
         while !state.withLockedValue({ $0.stopping }) {
             let free = configuration.concurrency - state.withLockedValue { $0.inFlight }
             var claimed: [ClaimedJob] = []
+            var engineTargets: [Int64: String] = [:]
             var requested = 0
             if free > 0 {
                 requested = min(configuration.batchSize, free)
                 do {
-                    claimed = try await claim(limit: requested)
+                    (claimed, engineTargets) = try await claim(limit: requested)
                 } catch {
                     WorkerMetrics.postgresError()
                     logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
@@ -149,9 +148,10 @@ public final class Worker: Sendable {
                 // still decides on the rest of a large batch.
                 for start in stride(from: 0, to: claimed.count, by: Self.admissionChunk) {
                     let chunk = Array(claimed[start..<min(start + Self.admissionChunk, claimed.count)])
+                    let targets = engineTargets
                     group.addTask {
                         await withDiscardingTaskGroup { dispatches in
-                            for (job, operation, context, lock) in await self.admit(chunk) {
+                            for (job, operation, context, lock) in await self.admit(chunk, engineTargets: targets) {
                                 dispatches.addTask { await self.dispatch(job, operation, context, lock: lock) }
                             }
                         }
@@ -169,14 +169,14 @@ public final class Worker: Sendable {
         }
     }
 
-    private func claim(limit: Int) async throws -> [ClaimedJob] {
+    /// The claimed jobs that may go on, and for edits and revokes the engine's id of their message.
+    private func claim(limit: Int) async throws -> ([ClaimedJob], engineTargets: [Int64: String]) {
         let (jobs, verdict) = try await database.withConnection { connection in
             let jobs = try await ClaimQuery.claim(workerID: id, limit: limit, on: connection)
             let verdict = try await Preflight.check(jobs, on: connection)
             return (jobs, verdict)
         }
         let refused = verdict.refused
-        if !verdict.engineTargets.isEmpty { state.withLockedValue { $0.engineTargets.merge(verdict.engineTargets) { $1 } } }
         state.withLockedValue { state in
             state.inFlight += jobs.count
             for job in jobs { state.running[job.id] = job }
@@ -184,7 +184,7 @@ public final class Worker: Sendable {
         for (jobID, outcome) in refused {
             if let job = jobs.first(where: { $0.id == jobID }) { report(job, outcome) }
         }
-        return jobs.filter { refused[$0.id] == nil }
+        return (jobs.filter { refused[$0.id] == nil }, verdict.engineTargets)
     }
 
     private func hasPendingWork() async throws -> Bool {
@@ -208,12 +208,12 @@ public final class Worker: Sendable {
     /// Decodes each claimed job and finds its session, then asks Redis to admit the whole batch in
     /// one round trip. Jobs that fail to decode fail; jobs over a limit are deferred without
     /// spending an attempt. Returns what may be dispatched now.
-    private func admit(_ jobs: [ClaimedJob]) async -> [(ClaimedJob, WhatsAppOperation, SessionContext, MessageLock?)] {
+    private func admit(_ jobs: [ClaimedJob], engineTargets: [Int64: String]) async -> [(ClaimedJob, WhatsAppOperation, SessionContext, MessageLock?)] {
         var ready: [(ClaimedJob, WhatsAppOperation, SessionContext)] = []
         for job in jobs {
             do {
                 var operation = try WhatsAppOperation(job: job)
-                if let target = state.withLockedValue({ $0.engineTargets.removeValue(forKey: job.id) }) {
+                if let target = engineTargets[job.id] {
                     operation = operation.addressing(engineMessageID: target)
                 }
                 ready.append((job, operation, try await engines.context(for: job.sessionID)))

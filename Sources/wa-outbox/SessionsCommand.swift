@@ -21,6 +21,16 @@ struct SessionsCommand: AsyncParsableCommand {
         @Option(name: .customLong("hourly-budget"), help: "Sends per clock hour.") var hourlyBudget: Int?
         @Option(name: .customLong("daily-budget"), help: "Sends per UTC day.") var dailyBudget: Int?
 
+        func apply(to record: inout SessionRecord) {
+            record.ratePerSecond = ratePerSecond
+            record.burst = burst
+            record.pacing = pacing.map { $0 == .on }
+            record.minGapMilliseconds = minGap
+            record.maxGapMilliseconds = maxGap
+            record.hourlyBudget = hourlyBudget
+            record.dailyBudget = dailyBudget
+        }
+
         func apply(to changes: inout SessionRegistry.Changes) {
             changes.ratePerSecond = ratePerSecond
             changes.burst = burst
@@ -68,15 +78,7 @@ struct SessionsCommand: AsyncParsableCommand {
         func run() async throws {
             let reference = tokenEnv.map { "env:\($0)" } ?? tokenFile.map { "file:\($0)" }
             var record = SessionRecord(id: id, org: org, engine: engine, engineURL: url, credentialRef: reference, maxInFlight: maxInFlight)
-            var changes = SessionRegistry.Changes()
-            limits.apply(to: &changes)
-            record.ratePerSecond = changes.ratePerSecond
-            record.burst = changes.burst
-            record.pacing = changes.pacing
-            record.minGapMilliseconds = changes.minGapMilliseconds
-            record.maxGapMilliseconds = changes.maxGapMilliseconds
-            record.hourlyBudget = changes.hourlyBudget
-            record.dailyBudget = changes.dailyBudget
+            limits.apply(to: &record)
             try await SessionsCommand.perform(database) { db throws(OutboxError) in try await SessionRegistry.upsert(record, in: db) }
             print("session \(id) registered")
         }
