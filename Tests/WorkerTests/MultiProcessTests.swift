@@ -56,17 +56,33 @@ struct MultiProcessTests {
         while try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") < 4_000 {
             try await Task.sleep(for: .milliseconds(50))
         }
-        // Kill the first worker while it holds jobs of its own (found through its pid).
+        // Kill the first worker while it holds jobs of its own (found through its pid). A worker can finish
+        // its batch between a query and a signal, so freeze it first (SIGSTOP), count its running jobs while
+        // it cannot change them, and kill it only when there are some; otherwise let it run a moment and retry.
         let victimPID = Int(workers[0].process.processIdentifier)
+        let victimRunning = """
+            SELECT count(*) FROM wa_outbox.jobs j JOIN wa_outbox.workers w ON w.id = j.worker_id
+            WHERE j.state = 'running' AND w.pid = \(victimPID)
+            """
         var victimJobs = 0
+        var killedAt = Date()
+        var tries = 0
         while victimJobs == 0 {
-            victimJobs = try await fixture.count("""
-                SELECT count(*) FROM wa_outbox.jobs j JOIN wa_outbox.workers w ON w.id = j.worker_id
-                WHERE j.state = 'running' AND w.pid = \(victimPID)
-                """)
+            tries += 1
+            try #require(tries < 1_000, "the first worker never held a running job")
+            workers[0].signal(SIGSTOP)
+            killedAt = Date()
+            // A statement it sent just before it stopped may still commit: count again once that has settled.
+            if try await fixture.count(victimRunning) > 0 {
+                try await Task.sleep(for: .milliseconds(200))
+                victimJobs = try await fixture.count(victimRunning)
+            }
+            if victimJobs == 0 {
+                workers[0].signal(SIGCONT)
+                try await Task.sleep(for: .milliseconds(5))
+            }
         }
         workers[0].signal(SIGKILL)
-        let killedAt = Date()
         #expect(await workers[0].exitStatus() != 0)
         for worker in workers.dropFirst() {
             let status = await worker.exitStatus()
