@@ -16,7 +16,8 @@ public struct SessionContext: Sendable {
     public var engineName: String
 }
 
-/// Finds the engine and limits for a session from the session registry, and caches them briefly.
+/// Finds the engine and limits for a session from the settings a claim returned, or else from the
+/// session registry, and caches them briefly.
 ///
 /// Credentials are resolved here from the session's reference (`env:VAR` or `file:/path`), so the
 /// database never holds a secret. A session without a reference uses its own id as its token,
@@ -26,7 +27,7 @@ public final class EngineDirectory: Sendable {
     private let simulator: WhatsAppSimulator
     private let requestTimeout: Duration
     private let defaultLimits: SessionLimits
-    private let cache = NIOLockedValueBox<[String: (context: SessionContext, loaded: ContinuousClock.Instant)]>([:])
+    private let cache = NIOLockedValueBox<[String: (context: SessionContext, settings: SessionRecord, loaded: ContinuousClock.Instant)]>([:])
     private static let ttl: Duration = .seconds(30)
 
     public init(database: PostgresDatabase, simulator: WhatsAppSimulator, requestTimeout: Duration = .seconds(30),
@@ -37,16 +38,28 @@ public final class EngineDirectory: Sendable {
         self.defaultLimits = defaultLimits
     }
 
-    public func context(for session: String) async throws(DispatchFailure) -> SessionContext {
+    /// The session's engine and limits. `settings`, when the caller has just read them (the claim
+    /// returns them with each batch), are used instead of a read of the registry, and settings that
+    /// changed take effect at once; without them the cached context lives for `ttl`.
+    public func context(for session: String, settings: SessionRecord? = nil) async throws(DispatchFailure) -> SessionContext {
         let now = ContinuousClock.now
-        if let cached = cache.withLockedValue({ $0[session] }), now - cached.loaded < Self.ttl { return cached.context }
-        let found: SessionRecord?
-        do {
-            found = try await SessionRegistry.find(session, in: database)
-        } catch {
-            throw .transient("cannot read session \(session): \(error)")
+        if let cached = cache.withLockedValue({ $0[session] }), now - cached.loaded < Self.ttl,
+           settings == nil || settings == cached.settings {
+            return cached.context
         }
-        guard let record = found else { throw .permanent(.notFound, "session \(session) is not registered") }
+        let record: SessionRecord
+        if let settings {
+            record = settings
+        } else {
+            let found: SessionRecord?
+            do {
+                found = try await SessionRegistry.find(session, in: database)
+            } catch {
+                throw .transient("cannot read session \(session): \(error)")
+            }
+            guard let found else { throw .permanent(.notFound, "session \(session) is not registered") }
+            record = found
+        }
         var limits = defaultLimits
         limits.ratePerSecond = record.ratePerSecond ?? limits.ratePerSecond
         limits.burst = record.burst ?? limits.burst
@@ -56,8 +69,19 @@ public final class EngineDirectory: Sendable {
         limits.hourlyBudget = record.hourlyBudget ?? limits.hourlyBudget
         limits.dailyBudget = record.dailyBudget ?? limits.dailyBudget
         let context = SessionContext(engine: try makeEngine(record), limits: limits, engineName: record.engine)
-        cache.withLockedValue { $0[session] = (context, now) }
+        let key = Self.settings(of: record)
+        cache.withLockedValue { $0[session] = (context, key, now) }
         return context
+    }
+
+    /// The record without what changes while it is used (status, reason, jobs in flight), so it
+    /// compares equal to the settings a claim returns.
+    private static func settings(of record: SessionRecord) -> SessionRecord {
+        var settings = record
+        settings.engineStatus = nil
+        settings.stateReason = nil
+        settings.inFlight = nil
+        return settings
     }
 
     private func makeEngine(_ record: SessionRecord) throws(DispatchFailure) -> any SessionEngine {

@@ -132,11 +132,12 @@ public final class Worker: Sendable {
             let free = configuration.concurrency - state.withLockedValue { $0.inFlight }
             var claimed: [ClaimedJob] = []
             var engineTargets: [Int64: String] = [:]
+            var sessions: [String: SessionRecord] = [:]
             var requested = 0
             if free > 0 {
                 requested = min(configuration.batchSize, free)
                 do {
-                    (claimed, engineTargets) = try await claim(limit: requested)
+                    (claimed, engineTargets, sessions) = try await claim(limit: requested)
                 } catch {
                     WorkerMetrics.postgresError()
                     logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
@@ -149,9 +150,10 @@ public final class Worker: Sendable {
                 for start in stride(from: 0, to: claimed.count, by: Self.admissionChunk) {
                     let chunk = Array(claimed[start..<min(start + Self.admissionChunk, claimed.count)])
                     let targets = engineTargets
+                    let settings = sessions
                     group.addTask {
                         await withDiscardingTaskGroup { dispatches in
-                            for (job, operation, context, lock) in await self.admit(chunk, engineTargets: targets) {
+                            for (job, operation, context, lock) in await self.admit(chunk, engineTargets: targets, sessions: settings) {
                                 dispatches.addTask { await self.dispatch(job, operation, context, lock: lock) }
                             }
                         }
@@ -169,13 +171,15 @@ public final class Worker: Sendable {
         }
     }
 
-    /// The claimed jobs that may go on, and for edits and revokes the engine's id of their message.
-    private func claim(limit: Int) async throws -> ([ClaimedJob], engineTargets: [Int64: String]) {
-        let (jobs, verdict) = try await database.withConnection { connection in
-            let jobs = try await ClaimQuery.claim(workerID: id, limit: limit, on: connection)
-            let verdict = try await Preflight.check(jobs, on: connection)
-            return (jobs, verdict)
+    /// The claimed jobs that may go on, for edits and revokes the engine's id of their message,
+    /// and the settings of their sessions as the claim read them.
+    private func claim(limit: Int) async throws -> ([ClaimedJob], engineTargets: [Int64: String], sessions: [String: SessionRecord]) {
+        let (batch, verdict) = try await database.withConnection { connection in
+            let batch = try await ClaimQuery.claim(workerID: id, limit: limit, on: connection)
+            let verdict = try await Preflight.check(batch.jobs, on: connection)
+            return (batch, verdict)
         }
+        let jobs = batch.jobs
         let refused = verdict.refused
         state.withLockedValue { state in
             state.inFlight += jobs.count
@@ -184,7 +188,7 @@ public final class Worker: Sendable {
         for (jobID, outcome) in refused {
             if let job = jobs.first(where: { $0.id == jobID }) { report(job, outcome) }
         }
-        return (jobs.filter { refused[$0.id] == nil }, verdict.engineTargets)
+        return (jobs.filter { refused[$0.id] == nil }, verdict.engineTargets, batch.sessions)
     }
 
     private func hasPendingWork() async throws -> Bool {
@@ -205,10 +209,10 @@ public final class Worker: Sendable {
         return jobLogger
     }
 
-    /// Decodes each claimed job and finds its session, then asks Redis to admit the whole batch in
+    /// Decodes each claimed job and finds its session's engine, then asks Redis to admit the whole batch in
     /// one round trip. Jobs that fail to decode fail; jobs over a limit are deferred without
     /// spending an attempt. Returns what may be dispatched now.
-    private func admit(_ jobs: [ClaimedJob], engineTargets: [Int64: String]) async -> [(ClaimedJob, WhatsAppOperation, SessionContext, MessageLock?)] {
+    private func admit(_ jobs: [ClaimedJob], engineTargets: [Int64: String], sessions: [String: SessionRecord]) async -> [(ClaimedJob, WhatsAppOperation, SessionContext, MessageLock?)] {
         var ready: [(ClaimedJob, WhatsAppOperation, SessionContext)] = []
         for job in jobs {
             do {
@@ -216,7 +220,7 @@ public final class Worker: Sendable {
                 if let target = engineTargets[job.id] {
                     operation = operation.addressing(engineMessageID: target)
                 }
-                ready.append((job, operation, try await engines.context(for: job.sessionID)))
+                ready.append((job, operation, try await engines.context(for: job.sessionID, settings: sessions[job.sessionID])))
             } catch let error as OutboxError {
                 report(job, .failed(code: error.code, message: error.message))
             } catch let failure as DispatchFailure {

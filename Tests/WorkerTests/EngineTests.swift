@@ -60,11 +60,14 @@ struct EngineTests {
     @Test(arguments: ["waha", "wuzapi"])
     func tenPercentAmbiguousTimeoutsDeliverEveryMessageOnce(dialect: String) async throws {
         let fixture = try await Fixture.make()
-        let simulator = try await HTTPSimulator.start(["--dialect", dialect, "--sim-ambiguous-rate", "0.1", "--sim-ambiguous-delay-ms", "1500"])
+        // Held answers come 1 s after the worker gave up (3 s timeout). The timeout leaves room for the
+        // rest of the suite running beside this test on 2 cores: at 1 s, ordinary answers also timed
+        // out by the thousand and some jobs ran out of attempts.
+        let simulator = try await HTTPSimulator.start(["--dialect", dialect, "--sim-ambiguous-rate", "0.1", "--sim-ambiguous-delay-ms", "4000"])
         let sessions = (1...100).map { "amb\($0)" }
         try await fixture.addSessions(sessions, engine: dialect, url: simulator.baseURL)
         try await fixture.enqueueTexts(count: 5_000, sessions: sessions, chatsPerSession: 5)
-        let worker = try await fixture.drain(simulator: try WhatsAppSimulator(), requestTimeout: .seconds(1))
+        let worker = try await fixture.drain(simulator: try WhatsAppSimulator(), requestTimeout: .seconds(3))
 
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") == 5_000)
         #expect(try await fixture.count("SELECT count(DISTINCT engine_key_id) FROM wa_outbox.jobs") == 5_000)
@@ -125,7 +128,9 @@ struct EngineTests {
         let longestPause = zip(bTimes, bTimes.dropFirst()).map { $1 - $0 }.max() ?? 0
         let bDuring = bTimes.filter { $0 > stopped.timeIntervalSince1970 && $0 < restarted.timeIntervalSince1970 }.count
         print("session b: longest pause between two sends \(longestPause) s; \(bDuring) of its 300 sends went while a was starting")
-        #expect(longestPause < 1.0)
+        // Held back by a, b would pause for a's 5 s hang; a parallel test run on 2 cores alone has
+        // stalled it for up to 1.7 s, hence 3 s.
+        #expect(longestPause < 3.0)
         #expect(bDuring > 0)
         await simulator.stop()
         await fixture.close()

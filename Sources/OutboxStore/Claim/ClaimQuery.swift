@@ -21,10 +21,18 @@ import PostgresClient
 /// A head that is not yet due (scheduled, or a stale ready time) is not taken; its lane's ready
 /// time is moved to the head's time.
 public enum ClaimQuery {
-    public static func claim(workerID: UUID, limit: Int, on connection: PostgresConnection) async throws -> [ClaimedJob] {
+    /// The jobs a claim took, and the dispatch settings of their sessions as of the claim, so a
+    /// worker needs no other read to dispatch them.
+    public struct Batch: Sendable {
+        public var jobs: [ClaimedJob] = []
+        public var sessions: [String: SessionRecord] = [:]
+    }
+
+    public static func claim(workerID: UUID, limit: Int, on connection: PostgresConnection) async throws -> Batch {
         let rows = try await connection.query(PostgresQuery(sql, binds: [(limit * 4).postgresBind, limit.postgresBind, workerID.postgresBind]))
-        return try rows.map { row in
-            ClaimedJob(
+        var batch = Batch()
+        for row in rows {
+            let job = ClaimedJob(
                 id: try row.decode(at: 0), org: try row.decode(at: 1), sessionID: try row.decode(at: 2),
                 chat: try row.decode(at: 3), kind: JobKind(rawValue: try row.decode(at: 4)) ?? .send,
                 waMessageID: try row.decode(at: 5), payload: try row.decode(at: 6),
@@ -32,10 +40,16 @@ public enum ClaimQuery {
                 previousErrorCode: (try row.decode(String?.self, at: 10)).flatMap(ErrorCode.init(rawValue:)),
                 createdAt: try row.decode(at: 11)
             )
+            batch.jobs.append(job)
+            if batch.sessions[job.sessionID] == nil {
+                batch.sessions[job.sessionID] = try SessionRecord(id: job.sessionID, org: job.org, settingsFrom: row, at: 12)
+            }
         }
+        return batch
     }
 
     /// The statement. $1: candidate lanes to scan (4 × the limit), $2: the limit, $3: the worker id.
+    /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`).
     public static let sql = """
             WITH candidate_sessions AS (
                 SELECT DISTINCT session_id FROM (
@@ -94,9 +108,10 @@ public enum ClaimQuery {
             )
             UPDATE wa_outbox.jobs j
             SET state = 'running', attempts = j.attempts + 1, worker_id = $3
-            FROM due d
+            FROM due d JOIN wa_outbox.sessions s ON s.id = d.session_id
             WHERE j.id = d.job_id
             RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text,
-                      j.attempts, j.max_attempts, j.deadline, j.error_code, j.created_at
+                      j.attempts, j.max_attempts, j.deadline, j.error_code, j.created_at,
+                      \(SessionRecord.settingsColumns(of: "s"))
             """
 }

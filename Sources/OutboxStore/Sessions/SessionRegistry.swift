@@ -37,6 +37,26 @@ public struct SessionRecord: Sendable, Equatable, Codable {
         self.state = state
         self.maxInFlight = maxInFlight
     }
+
+    /// The settings a worker dispatches with, as a column list of the table named `table`, in the
+    /// order `init(id:org:settingsFrom:at:)` reads them: 12 columns.
+    public static func settingsColumns(of table: String) -> String {
+        ["engine", "engine_url", "credential_ref", "state", "max_in_flight", "rate_per_second", "burst", "pacing",
+         "min_gap_ms", "max_gap_ms", "hourly_budget", "daily_budget"].map { "\(table).\($0)" }.joined(separator: ", ")
+    }
+
+    /// Reads the 12 columns of `settingsColumns` from `row`, starting at column `start`.
+    public init(id: String, org: String, settingsFrom row: PostgresRow, at start: Int) throws {
+        self.init(id: id, org: org, engine: try row.decode(at: start), engineURL: try row.decode(at: start + 1),
+                  credentialRef: try row.decode(at: start + 2), state: try row.decode(at: start + 3), maxInFlight: try row.decode(at: start + 4))
+        ratePerSecond = try row.decode(at: start + 5)
+        burst = try row.decode(at: start + 6)
+        pacing = try row.decode(at: start + 7)
+        minGapMilliseconds = try row.decode(at: start + 8)
+        maxGapMilliseconds = try row.decode(at: start + 9)
+        hourlyBudget = try row.decode(at: start + 10)
+        dailyBudget = try row.decode(at: start + 11)
+    }
 }
 
 public enum SessionRegistry {
@@ -83,21 +103,11 @@ public enum SessionRegistry {
     private static func select(where condition: PostgresQuery, in database: PostgresDatabase) async throws -> [SessionRecord] {
         // `condition` carries its own $n parameters; the text before it has none.
         let query = PostgresQuery(
-            "SELECT id, org, engine, engine_url, credential_ref, state, max_in_flight, rate_per_second, burst, pacing, "
-                + "min_gap_ms, max_gap_ms, hourly_budget, daily_budget, engine_status, state_reason, in_flight FROM wa_outbox.sessions WHERE "
+            "SELECT id, org, \(SessionRecord.settingsColumns(of: "sessions")), engine_status, state_reason, in_flight FROM wa_outbox.sessions WHERE "
                 + condition.sql + " ORDER BY id",
             binds: condition.binds)
         return try await database.query(query).map { row in
-            var record = SessionRecord(id: try row.decode(at: 0), org: try row.decode(at: 1), engine: try row.decode(at: 2),
-                                       engineURL: try row.decode(at: 3), credentialRef: try row.decode(at: 4),
-                                       state: try row.decode(at: 5), maxInFlight: try row.decode(at: 6))
-            record.ratePerSecond = try row.decode(at: 7)
-            record.burst = try row.decode(at: 8)
-            record.pacing = try row.decode(at: 9)
-            record.minGapMilliseconds = try row.decode(at: 10)
-            record.maxGapMilliseconds = try row.decode(at: 11)
-            record.hourlyBudget = try row.decode(at: 12)
-            record.dailyBudget = try row.decode(at: 13)
+            var record = try SessionRecord(id: row.decode(at: 0), org: row.decode(at: 1), settingsFrom: row, at: 2)
             record.engineStatus = try row.decode(at: 14)
             record.stateReason = try row.decode(at: 15)
             record.inFlight = try row.decode(at: 16)
