@@ -50,5 +50,12 @@ public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
             binds.append(value.postgresBind)
             sql += "$\(binds.count)"
         }
+
+        /// `nil` binds SQL NULL. Spelled out so that the compiler does not take an optional
+        /// filter for a debug description spliced into the text.
+        public mutating func appendInterpolation<Wrapped: PostgresEncodable>(_ value: Wrapped?) {
+            binds.append(value.postgresBind)
+            sql += "$\(binds.count)"
+        }
     }
 }
