@@ -18,6 +18,11 @@ import PostgresClient
 ///   thousands of ready chats cannot fill the window.
 /// - **No double claim.** Lanes and sessions are row-locked by the claim and updated in the same
 ///   statement, so a job is handed to one worker at a time.
+/// - **The same plan whatever the statistics say.** The session check in the candidate scan is a
+///   per-lane probe behind `OFFSET 0`, which the planner cannot flatten into a join. Joined, a
+///   never-analyzed or stale `lanes` table (a new deployment, a table that just grew) made it scan
+///   every session and probe lanes once per session: 0.6 ms instead of 0.2 ms per claim on 1,000
+///   sessions, and growing with them.
 /// A head that is not yet due (scheduled, or a stale ready time) is not taken; its lane's ready
 /// time is moved to the head's time.
 public enum ClaimQuery {
@@ -54,10 +59,14 @@ public enum ClaimQuery {
             WITH candidate_sessions AS (
                 SELECT DISTINCT session_id FROM (
                     SELECT l.session_id FROM wa_outbox.lanes l
-                    JOIN wa_outbox.sessions s ON s.id = l.session_id
+                    CROSS JOIN LATERAL (
+                        SELECT 1 FROM wa_outbox.sessions s
+                        WHERE s.id = l.session_id
+                          AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
+                          AND s.engine_status IN ('unknown', 'connected')
+                        OFFSET 0
+                    ) runnable
                     WHERE l.ready_at <= now()
-                      AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
-                      AND s.engine_status IN ('unknown', 'connected')
                     ORDER BY l.ready_at
                     LIMIT $1
                 ) ready
