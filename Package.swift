@@ -30,6 +30,8 @@ let package = Package(
         // C libraries, found through pkg-config and installed from Debian.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        // mallopt(3), which Glibc's Swift module does not export: the executable caps malloc arenas.
+        .target(name: "CMallocTuning"),
 
         // Thread confinement for blocking C clients, and the connection pool both clients share.
         .target(
@@ -116,6 +118,7 @@ let package = Package(
             name: "wa-outbox",
             dependencies: [
                 "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination", "Admin", "Receipts",
+                "CMallocTuning",
                 .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,4 +1,6 @@
 import ArgumentParser
+import CMallocTuning
+import Foundation
 
 @main
 struct WAOutbox: AsyncParsableCommand {
@@ -7,4 +9,20 @@ struct WAOutbox: AsyncParsableCommand {
         abstract: "The asynchronous dispatch tier of the WhatsApp gateway.",
         subcommands: [Migrate.self, WorkerCommand.self, EnqueueCommand.self, SessionsCommand.self, JobsCommand.self, EventsCommand.self, StatsCommand.self, WorkersCommand.self, PruneCommand.self, SimulatorCommand.self, BenchSQLCommand.self]
     )
+
+    static func main() async {
+        limitMallocArenas()
+        await main(nil)
+    }
+
+    /// Two malloc arenas instead of glibc's default of up to eight per core.
+    ///
+    /// A worker runs a dozen threads (one per database and Redis connection, the event loops,
+    /// the cooperative pool), and glibc gives each new thread its own arena, whose freed memory
+    /// no other thread reuses. Capped at two, a worker's peak RSS over HTTP dropped from 62 to
+    /// 57 MB with no change in throughput. Set before any other thread allocates; the
+    /// `MALLOC_ARENA_MAX` environment variable still wins.
+    private static func limitMallocArenas() {
+        if getenv("MALLOC_ARENA_MAX") == nil { _ = wa_limit_malloc_arenas(2) }
+    }
 }
