@@ -136,6 +136,31 @@ struct EngineTests {
         await fixture.close()
     }
 
+    @Test(arguments: ["waha", "wuzapi"])
+    func a463OverHTTPPausesOnlyThatSession(dialect: String) async throws {
+        let fixture = try await Fixture.make()
+        let simulator = try await HTTPSimulator.start(["--dialect", dialect])
+        try await fixture.addSessions(["banned", "fine"], engine: dialect, url: simulator.baseURL)
+        try await simulator.setStatus("restricted", session: "banned")  // each send answers as the engine does for a 463
+        try await fixture.enqueueTexts(count: 30, sessions: ["banned"], chatsPerSession: 3)
+        try await fixture.enqueueTexts(count: 30, sessions: ["fine"], chatsPerSession: 3)
+        try await fixture.drain(simulator: try WhatsAppSimulator())
+
+        let session = try #require(try await SessionRegistry.find("banned", in: fixture.database))
+        #expect(session.state == "restricted")
+        #expect(session.stateReason?.contains("463") == true, "\(session.stateReason ?? "no reason")")
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE kind = 'session' AND status = 'restricted' AND session_id = 'banned'") == 1)
+        // Its jobs wait with no attempt spent and no event; the other session is untouched.
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE session_id = 'banned' AND state = 'queued' AND attempts = 0") == 30)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE session_id = 'banned' AND status IN ('retrying', 'failed')") == 0)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE session_id = 'fine' AND state = 'succeeded' AND attempts = 1") == 30)
+        let deliveries = try await simulator.deliveries()
+        #expect(deliveries.filter { $0.session == "fine" }.count == 30)
+        #expect(deliveries.filter { $0.session == "banned" }.isEmpty)
+        await simulator.stop()
+        await fixture.close()
+    }
+
     @Test func aReceiptThatComesBeforeItsCompletionWaitsAndIsAppliedAfter() async throws {
         let fixture = try await Fixture.make()
         try await fixture.addSessions(["s"])
