@@ -65,14 +65,14 @@ drain = results.get("drain", {})
 peers = results.get("peers", {})
 ceiling = results.get("ceiling", {})
 fastest_peer = max((peers[p]["jobs_per_s"] for p in ("pgqueuer", "procrastinate") if p in peers), default=None)
-ceiling100 = next((v["jobs_per_s"] for k, v in ceiling.items() if k.startswith("batch 100")), None)
-ceiling500 = next((v["jobs_per_s"] for k, v in ceiling.items() if k.startswith("batch 500")), None)
+# The drain is compared with the best ceiling measured, whatever its batch size: the stricter ratio.
+best_ceiling = max(ceiling.items(), key=lambda item: item[1]["jobs_per_s"], default=None)
 for workers, run in drain.items():
     ratios = []
     if fastest_peer:
         ratios.append(f"{run['jobs_per_s'] / fastest_peer:.2f}x the faster peer")
-    if ceiling500:
-        ratios.append(f"{100 * run['jobs_per_s'] / ceiling500:.0f}% of the SQL ceiling (batch 500)")
+    if best_ceiling:
+        ratios.append(f"{100 * run['jobs_per_s'] / best_ceiling[1]['jobs_per_s']:.0f}% of the best SQL ceiling ({best_ceiling[0].split(',')[0]})")
     lines.append(f"| drain, {workers} worker(s) | {run['jobs_per_s']:,} jobs/s (runs: {run.get('runs_jobs_per_s')}) | {'; '.join(ratios)} |")
 if "drain_http" in results:
     lines.append(f"| drain, 1 worker, simulator over HTTP | {results['drain_http']['jobs_per_s']:,} jobs/s | |")

@@ -67,6 +67,7 @@ def fill(n, sessions=SESSIONS, chats=CHATS, hot=0):
         SELECT session_id, chat, 'org1', count(*), false, now() FROM wa_outbox.jobs WHERE state = 'queued' GROUP BY 1, 2;
         VACUUM ANALYZE wa_outbox.jobs;
         VACUUM ANALYZE wa_outbox.lanes;
+        VACUUM ANALYZE wa_outbox.sessions;
         CHECKPOINT;
     """)
 
