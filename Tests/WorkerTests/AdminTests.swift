@@ -100,4 +100,42 @@ struct AdminTests {
         await simulator.stop()
         await fixture.close()
     }
+
+    @Test func readinessFollowsRedisDownAndBackUp() async throws {
+        let redis = try await PrivateServer.start(.redis)
+        let fixture = try await Fixture.make()
+        let port = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
+                                            [TestEnvironment.repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"])
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let readyz = "http://127.0.0.1:\(port)/readyz"
+        let worker = try OutboxProcess(["worker", "--database-url", fixture.url, "--redis-url", redis.url,
+                                        "--admin-listen", "127.0.0.1:\(port)", "--poll-interval-ms", "100"])
+        /// Polls until the answer's status is `status` (or 20 s pass); returns the last answer.
+        func waitFor(_ status: UInt) async -> (UInt, String) {
+            var last: (UInt, String) = (0, "")
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ContinuousClock.now < deadline {
+                if let answer = try? await get(readyz) {
+                    last = answer
+                    if answer.0 == status { break }
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            return last
+        }
+        #expect(await waitFor(200) == (200, "ready\n"))
+        try await redis.stop()
+        let down = await waitFor(503)
+        #expect(down.0 == 503)
+        #expect(down.1.hasPrefix("redis:"), "\(down.1)")
+        try await redis.start()
+        let back = ContinuousClock.now
+        #expect(await waitFor(200) == (200, "ready\n"))
+        #expect(ContinuousClock.now - back < .seconds(10))
+
+        worker.signal(SIGTERM)
+        #expect(await worker.exitStatus() == 0)
+        await fixture.close()
+        await redis.destroy()
+    }
 }
