@@ -141,3 +141,52 @@ struct MaintenanceTests {
         await fixture.close()
     }
 }
+
+@Suite("Operators: the session registry")
+struct SessionRegistryCLITests {
+    @Test func sessionsAreAddedShownChangedAndRemovedThroughTheCLI() async throws {
+        let fixture = try await Fixture.make()
+        let cli = try TestEnvironment.executable()
+        func run(_ arguments: String...) async throws -> Subprocess.Result {
+            try await Subprocess.run(cli, ["sessions"] + arguments + ["--database-url", fixture.url])
+        }
+
+        let added = try await run("add", "--id", "s1", "--org", "acme", "--engine", "wuzapi", "--url", "http://127.0.0.1:1",
+                                  "--token-env", "WUZAPI_TOKEN_S1", "--rate-per-second", "2", "--burst", "3")
+        #expect(added.status == 0, "\(added.output)")
+        let badEngine = try await run("add", "--id", "s2", "--org", "acme", "--engine", "telegram")
+        #expect(badEngine.status == 1)
+        #expect(badEngine.output.contains("\"validation_error\""), "\(badEngine.output)")
+
+        let shown = try await run("show", "--id", "s1", "--org", "acme")
+        #expect(shown.status == 0)
+        let record = try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any]
+        #expect(record?["credentialRef"] as? String == "env:WUZAPI_TOKEN_S1")
+        #expect(record?["ratePerSecond"] as? Double == 2)
+        #expect(record?["burst"] as? Int == 3)
+        // Another organization cannot see it.
+        let foreign = try await run("show", "--id", "s1", "--org", "other")
+        #expect(foreign.status == 1)
+        #expect(foreign.output.contains("\"not_found\""), "\(foreign.output)")
+
+        let paused = try await run("set", "--id", "s1", "--org", "acme", "--state", "paused", "--reason", "number being moved")
+        #expect(paused.status == 0, "\(paused.output)")
+        let listed = try await run("list", "--org", "acme")
+        #expect(listed.output.split(separator: "\n").count == 1)
+        #expect(listed.output.contains("\"paused\"") && listed.output.contains("number being moved"), "\(listed.output)")
+
+        // A session with queued work is not removed; once the work is canceled, it is.
+        _ = try await Outbox.enqueue(EnqueueRequest(org: "acme", session: "s1", kind: .send,
+                                                    payload: #"{"type":"text","chat":"4915112345678@s.whatsapp.net","text":"hi"}"#), in: fixture.database)
+        let refused = try await run("remove", "--id", "s1", "--org", "acme")
+        #expect(refused.status == 1)
+        #expect(refused.output.contains("queued or running jobs"), "\(refused.output)")
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.sessions WHERE id = 's1'") == 1)
+        let canceled = try await Subprocess.run(cli, ["jobs", "cancel", "--session", "s1", "--reason", "moving", "--database-url", fixture.url])
+        #expect(canceled.status == 0, "\(canceled.output)")
+        let removed = try await run("remove", "--id", "s1", "--org", "acme")
+        #expect(removed.status == 0, "\(removed.output)")
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.sessions WHERE id = 's1'") == 0)
+        await fixture.close()
+    }
+}
