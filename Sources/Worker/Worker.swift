@@ -12,9 +12,9 @@ public struct WorkerConfiguration: Sendable {
     /// Shown in `wa_outbox.workers` and logs.
     public var name: String
     /// Dispatches in flight in this process at most.
-    public var concurrency = 256
+    public var concurrency = 512
     /// Jobs taken by one claim at most.
-    public var batchSize = 256
+    public var batchSize = 500
     /// How long the jobs of a worker that stops heartbeating stay held; heartbeats come every third of it.
     public var lease: Duration = .seconds(30)
     /// The fallback poll, for when no notification arrives.

@@ -26,8 +26,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var simulator: SimulatorOptions
 
     @Option(help: "Name shown in `wa_outbox.workers` (env: WA_OUTBOX_WORKER_NAME).") var name: String?
-    @Option(help: "Dispatches in flight in this process (env: WA_OUTBOX_CONCURRENCY; default 256).") var concurrency: Int?
-    @Option(name: .customLong("batch-size"), help: "Jobs per claim (env: WA_OUTBOX_BATCH_SIZE; default 256).") var batchSize: Int?
+    @Option(help: "Dispatches in flight in this process (env: WA_OUTBOX_CONCURRENCY; default 512).") var concurrency: Int?
+    @Option(name: .customLong("batch-size"), help: "Jobs per claim (env: WA_OUTBOX_BATCH_SIZE; default 500).") var batchSize: Int?
     @Option(name: .customLong("lease-ms"), help: "Lease on a worker's jobs; heartbeats every third (env: WA_OUTBOX_LEASE_MS; default 30000).") var leaseMilliseconds: Int?
     @Option(name: .customLong("poll-interval-ms"), help: "Fallback poll when no NOTIFY comes (env: WA_OUTBOX_POLL_INTERVAL_MS; default 1000).") var pollMilliseconds: Int?
     @Option(name: .customLong("grace-ms"), help: "Time in-flight dispatches get on shutdown (env: WA_OUTBOX_GRACE_MS; default 10000).") var graceMilliseconds: Int?
@@ -53,8 +53,8 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = makeLogger("wa-outbox.worker")
         var configuration = WorkerConfiguration(name: setting(name, "WA_OUTBOX_WORKER_NAME", "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"))
-        configuration.concurrency = setting(concurrency, "WA_OUTBOX_CONCURRENCY", 256)
-        configuration.batchSize = setting(batchSize, "WA_OUTBOX_BATCH_SIZE", 256)
+        configuration.concurrency = setting(concurrency, "WA_OUTBOX_CONCURRENCY", 512)
+        configuration.batchSize = setting(batchSize, "WA_OUTBOX_BATCH_SIZE", 500)
         configuration.lease = .milliseconds(setting(leaseMilliseconds, "WA_OUTBOX_LEASE_MS", 30_000))
         configuration.pollInterval = .milliseconds(setting(pollMilliseconds, "WA_OUTBOX_POLL_INTERVAL_MS", 1_000))
         configuration.gracePeriod = .milliseconds(setting(graceMilliseconds, "WA_OUTBOX_GRACE_MS", 10_000))
