@@ -55,15 +55,28 @@ public enum ReceiptStore {
     /// Applies waiting receipts whose job has been completed since, and forgets those older than a
     /// day; returns the number of events written.
     @discardableResult
+    ///
+    /// Every worker calls this every two seconds, and the table is nearly always empty: one cheap
+    /// look first, so the statement below runs only when there is something to apply.
     public static func applyPending(in database: PostgresDatabase) async throws -> Int {
+        guard try await database.query("SELECT EXISTS (SELECT 1 FROM wa_outbox.receipts_pending)")[0].decode(Bool.self, at: 0) else {
+            return 0
+        }
         let rows = try await database.query(PostgresQuery("""
             WITH expired AS (
                 DELETE FROM wa_outbox.receipts_pending WHERE received_at < now() - interval '1 day'
             ),
             input AS (
                 DELETE FROM wa_outbox.receipts_pending p
-                USING wa_outbox.jobs j
-                WHERE j.session_id = p.session_id AND j.engine_key_id = p.key_id AND j.kind = 'send' AND j.state = 'succeeded'
+                USING (
+                    SELECT q.session_id, q.key_id FROM wa_outbox.receipts_pending q
+                    CROSS JOIN LATERAL (
+                        SELECT 1 FROM wa_outbox.jobs j
+                        WHERE j.session_id = q.session_id AND j.engine_key_id = q.key_id AND j.kind = 'send' AND j.state = 'succeeded'
+                        LIMIT 1
+                    ) sent
+                ) ready
+                WHERE p.session_id = ready.session_id AND p.key_id = ready.key_id
                 RETURNING p.session_id, p.key_id, p.level::int8 AS level
             ),
             """ + apply))
@@ -72,12 +85,21 @@ public enum ReceiptStore {
 
     /// The rest of both statements: given `input (session_id, key_id, level)`, moves each job's
     /// receipt forward under its row lock and writes the events it passes.
+    ///
+    /// Jobs are found one index probe per receipt (a lateral `FOR UPDATE`, which the planner cannot
+    /// turn around). Written as a join, statistics taken while no job had an engine key yet led
+    /// the planner to walk every sent job and probe the receipts for each: 64-508 ms per call on a
+    /// million jobs, growing with retention.
     private static let apply = """
             locked AS (
                 SELECT j.id, j.receipt AS old, i.level
-                FROM wa_outbox.jobs j JOIN input i ON j.session_id = i.session_id AND j.engine_key_id = i.key_id
-                WHERE j.kind = 'send' AND j.state = 'succeeded' AND j.receipt < i.level
-                FOR UPDATE OF j
+                FROM input i
+                CROSS JOIN LATERAL (
+                    SELECT j.id, j.receipt FROM wa_outbox.jobs j
+                    WHERE j.session_id = i.session_id AND j.engine_key_id = i.key_id
+                      AND j.kind = 'send' AND j.state = 'succeeded' AND j.receipt < i.level
+                    FOR UPDATE
+                ) j
             ),
             updated AS (
                 UPDATE wa_outbox.jobs j SET receipt = l.level
