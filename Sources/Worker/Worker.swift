@@ -404,8 +404,8 @@ public final class Worker: Sendable {
             do {
                 let inFlight = state.withLockedValue { $0.inFlight }
                 WorkerMetrics.inFlight(inFlight)
-                if let stats = try? await QueueStats.read(from: database) {
-                    WorkerMetrics.queue(depth: stats.byState["queued"] ?? 0, oldestSeconds: stats.oldestQueuedSeconds ?? 0)
+                if let gauges = try? await database.withConnection({ try await QueueGauges.read(on: $0) }) {
+                    WorkerMetrics.queue(depth: gauges.queued, oldestSeconds: gauges.oldestQueuedSeconds)
                 }
                 let alive = try await database.withConnection { connection in
                     try await WorkerRegistry.heartbeat(id: id, lease: configuration.lease, inFlight: inFlight, on: connection)
