@@ -14,25 +14,31 @@ struct EngineHTTP: Sendable {
     var headers: [(String, String)]
     var requestTimeout: Duration
     var client: HTTPClient
+    /// The engine server, `scheme://host:port`: what dispatches are gated by.
+    var host: String { Self.host(of: baseURL) }
 
-    init(name: String, baseURL: String, headers: [(String, String)], requestTimeout: Duration, client: HTTPClient) {
+    init(name: String, baseURL: String, headers: [(String, String)], requestTimeout: Duration, client: HTTPClient?) {
         self.name = name
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.headers = headers
         self.requestTimeout = requestTimeout
-        self.client = client
+        self.client = client ?? Self.client
     }
 
     func call(_ method: HTTPMethod, _ path: String, json body: (any Encodable)? = nil) async throws(DispatchFailure) -> (status: UInt, body: Data) {
-        var request = HTTPClientRequest(url: baseURL + path)
-        request.method = method
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        var encoded: Data?
         if let body {
-            request.headers.add(name: "Content-Type", value: "application/json")
-            guard let encoded = try? JSONEncoder().encode(body) else { throw .permanent(.validationError, "cannot encode the request to \(name)") }
-            request.body = .bytes(ByteBuffer(data: encoded))
+            guard let data = try? JSONEncoder().encode(body) else { throw .permanent(.validationError, "cannot encode the request to \(name)") }
+            encoded = data
         }
         do {
+            var request = HTTPClientRequest(url: baseURL + path)
+            request.method = method
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            if let encoded {
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(data: encoded))
+            }
             let timeout = TimeAmount.nanoseconds(Int64(requestTimeout.components.seconds) * 1_000_000_000
                                                  + requestTimeout.components.attoseconds / 1_000_000_000)
             let response = try await client.execute(request, timeout: timeout)
@@ -45,6 +51,37 @@ struct EngineHTTP: Sendable {
             throw .transient("\(name) request failed: \(error)")
         }
     }
+
+    /// The client every engine adapter uses. Unlike `HTTPClient.shared` (a browser's settings),
+    /// it never follows a redirect (a send answered with a redirect is not sent again somewhere
+    /// else), gives up connecting after 10 s instead of 90, and keeps up to
+    /// `EngineHosts.connectionsPerHost` connections to each engine host instead of 8: one WAHA or wuzapi
+    /// server carries many sessions, and its sends take hundreds of milliseconds each.
+    static let client: HTTPClient = HTTPClient(
+        eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+        configuration: HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(10), read: .seconds(60)),
+            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: EngineHosts.connectionsPerHost),
+            decompression: .disabled
+        )
+    )
+}
+
+extension EngineHTTP {
+    /// `scheme://host:port` of a URL, lowercased.
+    static func host(of url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return url.lowercased() }
+        let authority = url[schemeEnd.upperBound...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        return String(url[..<schemeEnd.upperBound] + authority).lowercased()
+    }
+}
+
+/// The engine servers a worker talks to.
+public enum EngineHosts {
+    /// Connections kept to one engine server (WAHA or wuzapi), and dispatches to it at once per
+    /// worker; the worker keeps the rest waiting as plain records (`DispatchGate`).
+    public static let connectionsPerHost = 32
 }
 
 /// A JSON value of an engine request body.

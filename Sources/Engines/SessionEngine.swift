@@ -31,9 +31,14 @@ public protocol SessionEngine: Sendable {
     /// Engines that take our message id return none: a re-send with the same id is dropped by
     /// WhatsApp clients. Engines that choose their own ids must look.
     func reconcile(_ operation: WhatsAppOperation, session: String, since: Date) async throws(DispatchFailure) -> [EngineReceipt]
+    /// The engine server this adapter calls (`scheme://host:port`), or nil for an engine inside the
+    /// process. A worker dispatches to one server at most `EngineHosts.connectionsPerHost` at once.
+    var host: String? { get }
 }
 
 extension SessionEngine {
+    public var host: String? { nil }
+
     public func reconcile(_ operation: WhatsAppOperation, session: String, since: Date) async throws(DispatchFailure) -> [EngineReceipt] {
         []
     }

@@ -69,6 +69,7 @@ public final class Worker: Sendable {
     /// Jobs admitted by one Redis script call.
     static let admissionChunk = 100
     private let wakeup = Wakeup()
+    private let gates = DispatchGates(permits: EngineHosts.connectionsPerHost)
     private let flushNeeded = Wakeup()
     private let idle = Wakeup()
 
@@ -154,7 +155,13 @@ public final class Worker: Sendable {
                     group.addTask {
                         await withDiscardingTaskGroup { dispatches in
                             for (job, operation, context, lock) in await self.admit(chunk, engineTargets: targets, sessions: settings) {
-                                dispatches.addTask { await self.dispatch(job, operation, context, lock: lock) }
+                                let work: DispatchGate.Work = { await self.dispatch(job, operation, context, lock: lock) }
+                                if let host = context.engine.host {
+                                    // An engine server takes a few dispatches at a time; the rest wait as records.
+                                    if let runner = self.gates.gate(for: host).submit(work) { dispatches.addTask(operation: runner) }
+                                } else {
+                                    dispatches.addTask(operation: work)
+                                }
                             }
                         }
                     }
@@ -247,6 +254,12 @@ public final class Worker: Sendable {
     }
 
     private func dispatch(_ job: ClaimedJob, _ operation: WhatsAppOperation, _ context: SessionContext, lock: MessageLock?) async {
+        // A job that waited for its engine server past the shutdown grace was handed back already.
+        // `finish` then only releases its dispatch lock.
+        guard state.withLockedValue({ $0.running[job.id] != nil }) else {
+            finish(job, .defer_(after: .zero, code: .engineError, message: "worker shut down before the dispatch started"), lock: lock)
+            return
+        }
         let outcome: Outcome
         var engineMessageID: String?
         let started = ContinuousClock.now
@@ -437,6 +450,9 @@ public final class Worker: Sendable {
         }
     }
 
+    /// Engine status checks in flight at once, per worker.
+    static let healthChecksAtOnce = 16
+
     /// Polls the engines of sessions due for a check; see `SessionHealth`.
     private func healthLoop() async {
         while !Task.isCancelled {
@@ -444,11 +460,22 @@ public final class Worker: Sendable {
                 let due = try await database.withConnection { connection in
                     try await SessionHealth.due(every: configuration.healthInterval, on: connection)
                 }
+                // A few checks at a time: a thousand sessions due at once must not become a thousand
+                // concurrent tasks and requests.
                 let statuses = await withTaskGroup(of: (String, SessionHealth.Status)?.self) { group in
-                    for session in due {
+                    var next = due.makeIterator()
+                    for _ in 0..<Self.healthChecksAtOnce {
+                        guard let session = next.next() else { break }
                         group.addTask { await self.engineStatus(of: session).map { (session, $0) } }
                     }
-                    return await group.reduce(into: [(String, SessionHealth.Status)]()) { if let status = $1 { $0.append(status) } }
+                    var statuses: [(String, SessionHealth.Status)] = []
+                    while let result = await group.next() {
+                        if let result { statuses.append(result) }
+                        if let session = next.next() {
+                            group.addTask { await self.engineStatus(of: session).map { (session, $0) } }
+                        }
+                    }
+                    return statuses
                 }
                 try await database.withConnection { connection in
                     try await SessionHealth.record(statuses.map { (session: $0.0, status: $0.1) }, on: connection)
@@ -463,9 +490,6 @@ public final class Worker: Sendable {
         }
     }
 
-    /// What the session's engine says, or nil when it cannot be asked (the status stays as it
-    /// was: a slow answer is not a disconnected session, and a dispatch to an engine that is down
-    /// fails and is retried anyway).
     /// Applies receipts that arrived before their job's completion was written (see `ReceiptStore`).
     private func receiptsLoop() async {
         while !Task.isCancelled {
@@ -478,6 +502,9 @@ public final class Worker: Sendable {
         }
     }
 
+    /// What the session's engine says, or nil when it cannot be asked (the status stays as it
+    /// was: a slow answer is not a disconnected session, and a dispatch to an engine that is down
+    /// fails and is retried anyway).
     private func engineStatus(of session: String) async -> SessionHealth.Status? {
         do {
             switch try await engines.context(for: session).engine.status(session: session) {

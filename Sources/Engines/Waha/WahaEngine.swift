@@ -15,10 +15,12 @@ public struct WahaEngine: SessionEngine {
     /// How many of a chat's latest messages reconciliation reads.
     static let reconcileWindow = 50
 
-    public init(baseURL: String, apiKey: String, requestTimeout: Duration = .seconds(30), client: HTTPClient = .shared) {
+    public init(baseURL: String, apiKey: String, requestTimeout: Duration = .seconds(30), client: HTTPClient? = nil) {
         http = EngineHTTP(name: "WAHA", baseURL: baseURL, headers: [("X-Api-Key", apiKey), ("Accept", "application/json")],
                           requestTimeout: requestTimeout, client: client)
     }
+
+    public var host: String? { http.host }
 
     public func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
         let (method, path, body) = try Self.request(for: operation, session: session)

@@ -10,9 +10,11 @@ import OutboxCore
 public struct WuzapiEngine: SessionEngine {
     private let http: EngineHTTP
 
-    public init(baseURL: String, token: String, requestTimeout: Duration = .seconds(30), client: HTTPClient = .shared) {
+    public init(baseURL: String, token: String, requestTimeout: Duration = .seconds(30), client: HTTPClient? = nil) {
         http = EngineHTTP(name: "wuzapi", baseURL: baseURL, headers: [("Token", token)], requestTimeout: requestTimeout, client: client)
     }
+
+    public var host: String? { http.host }
 
     public func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
         let (path, body) = try Self.request(for: operation)
