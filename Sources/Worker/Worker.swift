@@ -116,7 +116,10 @@ public final class Worker: Sendable {
             group.addTask { await self.flushLoop() }
             group.addTask { await self.healthLoop() }
             group.addTask { await self.receiptsLoop() }
-            if let interval = configuration.pruneInterval { group.addTask { await self.pruneLoop(every: interval) } }
+            if let interval = configuration.pruneInterval {
+                group.addTask { await self.pruneLoop(every: interval) }
+                group.addTask { await self.vacuumLoop() }
+            }
             try await claimLoop(&group)
             await drain()
             listener.stop()
@@ -446,6 +449,22 @@ public final class Worker: Sendable {
                 }
             } catch {
                 logger.warning("prune failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Every 10 s, vacuums the queue tables whose dead rows passed their threshold (one worker at
+    /// a time; see `Maintenance.vacuumIfNeeded`). Runs wherever pruning does.
+    private func vacuumLoop() async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: .seconds(10))) != nil else { return }
+            do {
+                let vacuumed = try await Maintenance.vacuumIfNeeded(in: database)
+                if !vacuumed.isEmpty {
+                    logger.debug("vacuumed", metadata: ["tables": "\(vacuumed.joined(separator: ","))"])
+                }
+            } catch {
+                logger.warning("vacuum failed", metadata: ["error": "\(error)"])
             }
         }
     }

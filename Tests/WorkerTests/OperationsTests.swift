@@ -142,6 +142,64 @@ struct MaintenanceTests {
     }
 }
 
+@Suite("Operators: vacuum and gauges")
+struct VacuumTests {
+    /// Autovacuum looks once a minute by default; the workers look every 10 s. Here autovacuum is
+    /// off for the table, so only `vacuumIfNeeded` can make the deleted rows' space reusable.
+    @Test func deadJobRowsAreVacuumedByTheWorkersOneProcessAtATime() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.database.query("ALTER TABLE wa_outbox.jobs SET (autovacuum_enabled = false)")
+        try await fixture.addSessions(["v"])
+        try await fixture.enqueueTexts(count: 12_000, sessions: ["v"], chatsPerSession: 10)
+        #expect(try await Maintenance.vacuumIfNeeded(in: fixture.database).contains("jobs") == false)
+        try await fixture.database.withConnection { connection in
+            try await connection.query("DELETE FROM wa_outbox.jobs")
+            try await connection.query("SELECT pg_stat_force_next_flush()")
+        }
+        let deadRows = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'wa_outbox.jobs'::regclass"
+        for _ in 0..<50 where try await fixture.count(deadRows) < 12_000 {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try await fixture.count(deadRows) >= 12_000)
+
+        // Another process holds the vacuum lock: this one leaves it to that one.
+        let holder = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
+        try await holder.query("SELECT pg_advisory_lock(\(Int64(0x7761_7661_6375_756d)))")
+        #expect(try await Maintenance.vacuumIfNeeded(in: fixture.database).isEmpty)
+        try await holder.query("SELECT pg_advisory_unlock(\(Int64(0x7761_7661_6375_756d)))")
+        await holder.close()
+
+        #expect(try await Maintenance.vacuumIfNeeded(in: fixture.database).contains("jobs"))
+        #expect(try await fixture.count("SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'wa_outbox.jobs'::regclass") >= 1)
+        #expect(try await fixture.count(deadRows) == 0)
+        #expect(try await Maintenance.vacuumIfNeeded(in: fixture.database).isEmpty)
+        await fixture.close()
+    }
+
+    @Test func theHeartbeatGaugesCountQueuedJobsAndTheOldestHeadsAge() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["g1", "g2"])
+        let empty = try await fixture.database.withConnection { try await QueueGauges.read(on: $0) }
+        #expect(empty == QueueGauges(queued: 0, oldestQueuedSeconds: 0))
+        try await fixture.enqueueTexts(count: 300, sessions: ["g1", "g2"], chatsPerSession: 3)
+        // Two jobs running (one per session): in flight, not queued.
+        let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: UUID(), limit: 10, on: $0) }
+        #expect(claimed.jobs.count == 2)
+        // The oldest queued job heads its chat's lane (one statement enqueued them all, so a chat's
+        // order is id order); make it 90 s old.
+        try await fixture.database.query("""
+            UPDATE wa_outbox.jobs SET created_at = now() - interval '90 seconds'
+            WHERE id = (SELECT min(id) FROM wa_outbox.jobs WHERE state = 'queued')
+            """)
+        let gauges = try await fixture.database.withConnection { try await QueueGauges.read(on: $0) }
+        #expect(gauges.queued == 298)
+        let queued = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'queued'")
+        #expect(gauges.queued == queued)
+        #expect(gauges.oldestQueuedSeconds >= 90 && gauges.oldestQueuedSeconds < 120)
+        await fixture.close()
+    }
+}
+
 @Suite("Operators: the session registry")
 struct SessionRegistryCLITests {
     @Test func sessionsAreAddedShownChangedAndRemovedThroughTheCLI() async throws {

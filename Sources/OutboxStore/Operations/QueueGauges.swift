@@ -11,6 +11,11 @@ public struct QueueGauges: Sendable, Equatable {
     /// waiting (0 when nothing waits).
     public var oldestQueuedSeconds: Double
 
+    public init(queued: Int, oldestQueuedSeconds: Double) {
+        self.queued = queued
+        self.oldestQueuedSeconds = oldestQueuedSeconds
+    }
+
     public static func read(on connection: PostgresConnection) async throws -> QueueGauges {
         let row = try await connection.query("""
             SELECT (coalesce(sum(l.pending), 0) - count(*) FILTER (WHERE l.busy))::int8,
