@@ -162,6 +162,18 @@ struct VacuumTests {
         }
         #expect(try await fixture.count(deadRows) >= 12_000)
 
+        // A worker whose role does not own the tables leaves them to autovacuum (PostgreSQL would
+        // only skip them with a warning).
+        // A role name is an identifier, not a value: built here from digits only, never bound.
+        let role = "outbox_worker_\(UInt32.random(in: 0...UInt32.max))"
+        try await fixture.database.query(PostgresQuery(String("CREATE ROLE \(role) LOGIN")))
+        try await fixture.database.query(PostgresQuery(String("GRANT USAGE ON SCHEMA wa_outbox TO \(role)")))
+        let other = PostgresDatabase(configuration: PostgresConfiguration(fixture.url.replacingOccurrences(of: "://postgres@", with: "://\(role)@")),
+                                     maxConnections: 1, logger: TestEnvironment.logger)
+        #expect(try await Maintenance.vacuumIfNeeded(in: other).isEmpty)
+        await other.close()
+        #expect(try await fixture.count(deadRows) >= 12_000)
+
         // Another process holds the vacuum lock: this one leaves it to that one.
         let holder = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
         try await holder.query("SELECT pg_advisory_lock(\(Int64(0x7761_7661_6375_756d)))")
@@ -173,6 +185,8 @@ struct VacuumTests {
         #expect(try await fixture.count("SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'wa_outbox.jobs'::regclass") >= 1)
         #expect(try await fixture.count(deadRows) == 0)
         #expect(try await Maintenance.vacuumIfNeeded(in: fixture.database).isEmpty)
+        try await fixture.database.query(PostgresQuery(String("DROP OWNED BY \(role)")))
+        try await fixture.database.query(PostgresQuery(String("DROP ROLE \(role)")))
         await fixture.close()
     }
 

@@ -77,7 +77,8 @@ public enum Maintenance {
     /// Vacuums each of the queue's churning tables (`jobs`, `events`, `lanes`) whose dead rows
     /// passed 10,000 + 2% of its live rows, one process at a time, throttled like autovacuum
     /// (`vacuum_cost_delay` 2 ms, cost limit 2000), skipping a table autovacuum is already on.
-    /// Returns the tables vacuumed.
+    /// Only tables the worker's role owns (PostgreSQL lets no one else vacuum them; a worker
+    /// running as another role leaves them to autovacuum). Returns the tables vacuumed.
     ///
     /// Why not leave it to autovacuum: it looks at a database once per `autovacuum_naptime`, a
     /// minute by default. A worker writes two dead job versions per message, so at thousands of
@@ -93,10 +94,11 @@ public enum Maintenance {
             var vacuumed: [String] = []
             do {
                 let due = try await connection.query("""
-                    SELECT relname::text FROM pg_stat_user_tables
-                    WHERE schemaname = 'wa_outbox' AND relname IN ('jobs', 'events', 'lanes')
-                      AND n_dead_tup > 10000 + 0.02 * n_live_tup
-                    ORDER BY n_dead_tup DESC
+                    SELECT t.relname::text FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
+                    WHERE t.schemaname = 'wa_outbox' AND t.relname IN ('jobs', 'events', 'lanes')
+                      AND t.n_dead_tup > 10000 + 0.02 * t.n_live_tup
+                      AND pg_has_role(current_user, c.relowner, 'USAGE')
+                    ORDER BY t.n_dead_tup DESC
                     """).map { try $0.decode(String.self, at: 0) }
                 if !due.isEmpty {
                     try await connection.query("SET vacuum_cost_delay = '2ms'")
