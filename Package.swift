@@ -139,7 +139,8 @@ let package = Package(
         ),
         .testTarget(
             name: "PostgresClientTests",
-            dependencies: ["PostgresClient", "ConnectionKit", "TestSupport"],
+            dependencies: ["PostgresClient", "ConnectionKit", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

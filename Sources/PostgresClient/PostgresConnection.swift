@@ -29,6 +29,7 @@ public actor PostgresConnection: PooledConnection {
     private var handle: OpaquePointer?
     private let broken = Atomic<Bool>(false)
     private let logger: Logger
+    private let notices: NoticeSink
     private var preparedStatements: [StatementKey: String] = [:]
     private static let maxPreparedStatements = 256
 
@@ -45,6 +46,7 @@ public actor PostgresConnection: PooledConnection {
     private init(thread: DedicatedThread, logger: Logger) {
         self.thread = thread
         self.logger = logger
+        self.notices = NoticeSink(logger: logger)
     }
 
     /// Opens a connection. The password is never logged.
@@ -78,6 +80,13 @@ public actor PostgresConnection: PooledConnection {
             broken.store(true, ordering: .relaxed)
             throw PostgresError(kind: .connection, message: Self.trim(message))
         }
+        // The server's notices and warnings go to this connection's logger instead of libpq's
+        // default, which prints them raw to stderr in the middle of structured log lines. The
+        // sink lives as long as the connection, which outlives its handle.
+        PQsetNoticeReceiver(conn, { context, result in
+            guard let context, let result else { return }
+            Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue().receive(result)
+        }, Unmanaged.passUnretained(notices).toOpaque())
         handle = conn
     }
 
@@ -304,5 +313,31 @@ public actor PostgresConnection: PooledConnection {
         let letters = "abcdefghijklmnopqrstuvwxyz_"
         return letters.unicodeScalars.contains(first)
             && text.unicodeScalars.allSatisfy { letters.unicodeScalars.contains($0) || ("0"..."9").contains(Character($0)) }
+    }
+}
+
+/// Receives the server's notices for one connection and logs them with their severity and
+/// SQLSTATE: WARNING at warning level, NOTICE and INFO (sent only if a session lowers
+/// `client_min_messages` from the configured `warning`) at info, the rest at debug.
+final class NoticeSink: Sendable {
+    private let logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func receive(_ result: OpaquePointer) {
+        func field(_ code: Character) -> String? {
+            PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
+        }
+        let severity = field("V") ?? field("S") ?? "NOTICE"
+        let level: Logger.Level
+        switch severity {
+        case "WARNING": level = .warning
+        case "NOTICE", "INFO": level = .info
+        default: level = .debug
+        }
+        let message = field("M") ?? String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
+        logger.log(level: level, "postgres: \(message)", metadata: ["postgres.severity": "\(severity)", "postgres.sqlstate": "\(field("C") ?? "")"])
     }
 }

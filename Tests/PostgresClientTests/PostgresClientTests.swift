@@ -1,5 +1,7 @@
 import Foundation
 import ConnectionKit
+import Logging
+import NIOConcurrencyHelpers
 @testable import PostgresClient
 import Synchronization
 import Testing
@@ -96,6 +98,23 @@ struct PostgresClientTests {
         #expect(count == 0)
         #expect(try await connection.query("SELECT \(41) + 1")[0].decode(Int.self, at: 0) == 42)
         #expect(connection.isBroken == false)
+    }
+
+    /// A server WARNING reaches the connection's logger, with its severity and SQLSTATE, instead
+    /// of libpq's default of printing it raw to stderr.
+    @Test func serverNoticesGoToTheLogger() async throws {
+        let records = NIOLockedValueBox<[(Logger.Level, String, String)]>([])
+        let logger = Logger(label: "notices") { _ in CapturingLogHandler(records: records) }
+        let connection = try await PostgresConnection.connect(PostgresConfiguration(try TestEnvironment.databaseURL()), logger: logger)
+        try await connection.query("DO $$ BEGIN RAISE WARNING 'disk is getting full' USING ERRCODE = '01000'; END $$")
+        // Below WARNING the server sends nothing (the configuration sets client_min_messages).
+        try await connection.query("DROP TABLE IF EXISTS wa_outbox_no_such_table")
+        let seen = records.withLockedValue { $0 }
+        #expect(seen.count == 1)
+        #expect(seen.first?.0 == .warning)
+        #expect(seen.first?.1 == "postgres: disk is getting full")
+        #expect(seen.first?.2 == "01000")
+        await connection.close()
     }
 
     @Test func uniqueViolationReportsSQLState() async throws {
@@ -202,4 +221,21 @@ enum AnyCodableValue: Codable, Equatable {
         else { self = .object(try container.decode([String: AnyCodableValue].self)) }
     }
     func encode(to encoder: any Encoder) throws {}
+}
+
+/// Keeps each record's level, message and `postgres.sqlstate`.
+struct CapturingLogHandler: LogHandler {
+    let records: NIOLockedValueBox<[(Logger.Level, String, String)]>
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        let sqlState = metadata?["postgres.sqlstate"].map { "\($0)" } ?? ""
+        records.withLockedValue { $0.append((level, "\(message)", sqlState)) }
+    }
 }
