@@ -15,11 +15,12 @@ struct EngineHTTP: Sendable {
     var requestTimeout: Duration
     var client: HTTPClient
     /// The engine server, `scheme://host:port`: what dispatches are gated by.
-    var host: String { Self.host(of: baseURL) }
+    let host: String
 
     init(name: String, baseURL: String, headers: [(String, String)], requestTimeout: Duration, client: HTTPClient?) {
         self.name = name
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.host = Self.host(of: baseURL)
         self.headers = headers
         self.requestTimeout = requestTimeout
         self.client = client ?? Self.client

@@ -257,9 +257,7 @@ public actor PostgresConnection: PooledConnection {
             return Self.copyRows(result)
         default:
             if PQstatus(conn) != CONNECTION_OK { throw connectionError(conn) }
-            func field(_ code: Character) -> String? {
-                PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
-            }
+            func field(_ code: Character) -> String? { errorField(result, code) }
             throw PostgresError(
                 kind: .server,
                 sqlState: field("C"),
@@ -316,6 +314,11 @@ public actor PostgresConnection: PooledConnection {
     }
 }
 
+/// One field of an error or notice (`C` SQLSTATE, `M` message, `D` detail, `H` hint, `V` severity).
+private func errorField(_ result: OpaquePointer, _ code: Character) -> String? {
+    PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
+}
+
 /// Receives the server's notices for one connection and logs them with their severity and
 /// SQLSTATE: WARNING at warning level, NOTICE and INFO (sent only if a session lowers
 /// `client_min_messages` from the configured `warning`) at info, the rest at debug.
@@ -327,9 +330,7 @@ final class NoticeSink: Sendable {
     }
 
     func receive(_ result: OpaquePointer) {
-        func field(_ code: Character) -> String? {
-            PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
-        }
+        func field(_ code: Character) -> String? { errorField(result, code) }
         let severity = field("V") ?? field("S") ?? "NOTICE"
         let level: Logger.Level
         switch severity {

@@ -1,3 +1,4 @@
+import DequeModule
 import NIOConcurrencyHelpers
 
 /// At most `permits` dispatches at once to one engine server; the others wait here as records.
@@ -12,8 +13,7 @@ final class DispatchGate: Sendable {
 
     private struct State {
         var runners = 0
-        var waiting: [Work] = []
-        var head = 0
+        var waiting = Deque<Work>()
     }
 
     private let permits: Int
@@ -44,18 +44,9 @@ final class DispatchGate: Sendable {
         while true {
             await work()
             let next = state.withLockedValue { state -> Work? in
-                guard !Task.isCancelled, state.head < state.waiting.count else {
+                guard !Task.isCancelled, let next = state.waiting.popFirst() else {
                     state.runners -= 1
                     return nil
-                }
-                let next = state.waiting[state.head]
-                state.head += 1
-                if state.head == state.waiting.count {
-                    state.waiting.removeAll(keepingCapacity: true)
-                    state.head = 0
-                } else if state.head >= 256 && state.head * 2 >= state.waiting.count {
-                    state.waiting.removeFirst(state.head)
-                    state.head = 0
                 }
                 return next
             }
@@ -65,7 +56,7 @@ final class DispatchGate: Sendable {
     }
 
     /// Waiting work, for tests and shutdown logs.
-    var waitingCount: Int { state.withLockedValue { $0.waiting.count - $0.head } }
+    var waitingCount: Int { state.withLockedValue { $0.waiting.count } }
 }
 
 /// The gates of the engine servers one worker dispatches to.

@@ -33,9 +33,7 @@ public enum Maintenance {
 
     public static func prune(_ retention: Retention, in database: PostgresDatabase) async throws -> PruneReport {
         try await database.withConnection { connection in
-            let locked = try await connection.query("SELECT pg_try_advisory_lock(\(pruneLockKey))")[0].decode(Bool.self, at: 0)
-            guard locked else { return PruneReport(ran: false) }
-            do {
+            try await ifUnlocked(pruneLockKey, on: connection) {
                 var report = PruneReport()
                 report.jobs = try await deleteInBatches(on: connection, &report) { """
                     DELETE FROM wa_outbox.jobs WHERE id IN (
@@ -62,12 +60,8 @@ public enum Maintenance {
                         SELECT ctid FROM wa_outbox.lanes WHERE pending = 0 AND NOT busy LIMIT \(retention.batchSize)
                         FOR UPDATE SKIP LOCKED)
                     """ }
-                try await connection.query("SELECT pg_advisory_unlock(\(pruneLockKey))")
                 return report
-            } catch {
-                if !connection.isBroken { _ = try? await connection.query("SELECT pg_advisory_unlock(\(pruneLockKey))") }
-                throw error
-            }
+            } ?? PruneReport(ran: false)
         }
     }
 
@@ -89,10 +83,7 @@ public enum Maintenance {
     /// `autovacuum_naptime = 10s`, which needs a server setting many managed databases lock).
     public static func vacuumIfNeeded(in database: PostgresDatabase) async throws -> [String] {
         try await database.withConnection { connection in
-            let locked = try await connection.query("SELECT pg_try_advisory_lock(\(vacuumLockKey))")[0].decode(Bool.self, at: 0)
-            guard locked else { return [] }
-            var vacuumed: [String] = []
-            do {
+            try await ifUnlocked(vacuumLockKey, on: connection) {
                 let due = try await connection.query("""
                     SELECT t.relname::text FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
                     WHERE t.schemaname = 'wa_outbox' AND t.relname IN ('jobs', 'events', 'lanes')
@@ -100,34 +91,47 @@ public enum Maintenance {
                       AND pg_has_role(current_user, c.relowner, 'USAGE')
                     ORDER BY t.n_dead_tup DESC
                     """).map { try $0.decode(String.self, at: 0) }
-                if !due.isEmpty {
-                    try await connection.query("SET vacuum_cost_delay = '2ms'")
-                    try await connection.query("SET vacuum_cost_limit = 2000")
+                guard !due.isEmpty else { return [] }
+                func throttle(_ on: Bool) async throws {
+                    try await connection.query(on ? "SET vacuum_cost_delay = '2ms'" : "RESET vacuum_cost_delay")
+                    try await connection.query(on ? "SET vacuum_cost_limit = 2000" : "RESET vacuum_cost_limit")
                 }
-                for table in due {
-                    // VACUUM takes no parameters; the statements are fixed, never built from input.
-                    switch table {
-                    case "jobs": try await connection.query("VACUUM (SKIP_LOCKED) wa_outbox.jobs")
-                    case "events": try await connection.query("VACUUM (SKIP_LOCKED) wa_outbox.events")
-                    case "lanes": try await connection.query("VACUUM (SKIP_LOCKED) wa_outbox.lanes")
-                    default: continue
+                try await throttle(true)
+                var vacuumed: [String] = []
+                do {
+                    for table in due {
+                        // VACUUM takes no parameters; the statements are fixed, never built from input.
+                        switch table {
+                        case "jobs": try await connection.query("VACUUM (SKIP_LOCKED) wa_outbox.jobs")
+                        case "events": try await connection.query("VACUUM (SKIP_LOCKED) wa_outbox.events")
+                        case "lanes": try await connection.query("VACUUM (SKIP_LOCKED) wa_outbox.lanes")
+                        default: continue
+                        }
+                        vacuumed.append(table)
                     }
-                    vacuumed.append(table)
+                } catch {
+                    if !connection.isBroken { try? await throttle(false) }
+                    throw error
                 }
-                if !due.isEmpty {
-                    try await connection.query("RESET vacuum_cost_delay")
-                    try await connection.query("RESET vacuum_cost_limit")
-                }
-                try await connection.query("SELECT pg_advisory_unlock(\(vacuumLockKey))")
+                try await throttle(false)
                 return vacuumed
-            } catch {
-                if !connection.isBroken {
-                    _ = try? await connection.query("RESET vacuum_cost_delay")
-                    _ = try? await connection.query("RESET vacuum_cost_limit")
-                    _ = try? await connection.query("SELECT pg_advisory_unlock(\(vacuumLockKey))")
-                }
-                throw error
-            }
+            } ?? []
+        }
+    }
+
+    /// Runs `body` holding the session-level advisory lock `key`, or returns nil at once when
+    /// another process holds it. The lock is released however `body` ends (unless the connection
+    /// broke, which releases it too).
+    private static func ifUnlocked<T>(_ key: Int64, on connection: PostgresConnection,
+                                      _ body: () async throws -> T) async throws -> T? {
+        guard try await connection.query("SELECT pg_try_advisory_lock(\(key))")[0].decode(Bool.self, at: 0) else { return nil }
+        do {
+            let result = try await body()
+            try await connection.query("SELECT pg_advisory_unlock(\(key))")
+            return result
+        } catch {
+            if !connection.isBroken { _ = try? await connection.query("SELECT pg_advisory_unlock(\(key))") }
+            throw error
         }
     }
 
