@@ -32,8 +32,8 @@ for i, value in enumerate(bars.values()):
     throughput.text(i, value, f"{value:,}", ha="center", va="bottom", fontsize=7)
 
 rows = [(f"wa-outbox\n{rate}/s", run) for rate, run in results.get("latency", {}).items()]
-if "pgqueuer_latency" in peers:
-    rows.append((f"pgqueuer\n{peers['pgqueuer_latency']['rate']}/s", peers["pgqueuer_latency"]))
+if "pgqueuer_latency" in results:
+    rows.append((f"pgqueuer\n{results['pgqueuer_latency']['rate']}/s", results["pgqueuer_latency"]))
 for offset, key in enumerate(("p50_ms", "p95_ms", "p99_ms")):
     latency.bar([i + offset * 0.27 for i in range(len(rows))], [run[key] for _, run in rows], width=0.27, label=key[:3])
 latency.set_xticks([i + 0.27 for i in range(len(rows))], [name for name, _ in rows], fontsize=8)
@@ -82,10 +82,11 @@ for name in ("pgqueuer", "procrastinate"):
     if name in peers:
         extra = f" (batch {peers[name]['batch_size']})" if "batch_size" in peers[name] else ""
         lines.append(f"| {name}{extra} | {peers[name]['jobs_per_s']:,} jobs/s | |")
-pq = peers.get("pgqueuer_latency")
+pq = results.get("pgqueuer_latency")
 for rate, run in results.get("latency", {}).items():
     beside = f"pgqueuer at {pq['rate']}/s: p50 {pq['p50_ms']}, p95 {pq['p95_ms']}, p99 {pq['p99_ms']} ms" if pq and rate == str(pq["rate"]) else ""
-    achieved = f" ({run['achieved_per_s']:,} achieved)" if "achieved_per_s" in run else ""
+    producers = f", {run['producers']} producer{'s' if run['producers'] > 1 else ''}" if "producers" in run else ""
+    achieved = f" ({run['achieved_per_s']:,} achieved{producers})" if "achieved_per_s" in run else ""
     lines.append(f"| enqueue to dispatch at {rate} jobs/s{achieved} | p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, p99 {run['p99_ms']} ms | {beside} |")
 backlog = results.get("backlog", {})
 base = next(iter(backlog.values()), {}).get("jobs_per_s")

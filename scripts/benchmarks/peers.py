@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Peers for scripts/bench, on the same PostgreSQL server and settings as wa-outbox: pgqueuer and
 procrastinate (from PyPI) draining N no-op jobs with their own high-throughput settings, and
-pgqueuer's enqueue-to-start latency at 200 jobs/s. Each runs in a database of its own.
+pgqueuer's enqueue-to-start latency (run by the latency scenario, alternating with wa-outbox's).
+Each runs in a database of its own.
 
-usage: PEER_DB=postgres://… peers.py N QUICK   prints one JSON line of results last.
+usage: PEER_DB=postgres://… peers.py N QUICK                     the drains; one JSON line of results last
+       PEER_DB=postgres://… peers.py --pgqueuer-latency RATE SECONDS  pgqueuer's latency; one JSON line
+       peers.py --pgqueuer-consumer URL FILE                         (started by the latency run)
 """
 import asyncio
 import json
@@ -14,9 +17,10 @@ import sys
 import time
 from datetime import timedelta
 
-BASE = os.environ["PEER_DB"]
-N = int(sys.argv[1])
-QUICK = sys.argv[2] == "1"
+MODE = sys.argv[1] if sys.argv[1:2] and sys.argv[1].startswith("--") else None
+BASE = os.environ.get("PEER_DB", "")
+N = 0 if MODE else int(sys.argv[1])
+QUICK = not MODE and sys.argv[2] == "1"
 
 
 def database(name):
@@ -68,35 +72,59 @@ async def pgqueuer_drain(url, batch_size):
     return {"batch_size": batch_size, "jobs": done, "jobs_per_s": round(done / (last - first)) if done > 1 else 0}
 
 
-async def pgqueuer_latency(url, rate, seconds):
+async def pgqueuer_consumer(url, out):
+    """pgqueuer's side of the latency run, in a process of its own (as the producer is): writes
+    each job's key and the wall-clock time its entrypoint started, until SIGTERM."""
     import asyncpg
+    import signal
     from pgqueuer import AsyncpgDriver, Queries, QueueManager
 
-    consumer_connection = await asyncpg.connect(url)
+    connection = await asyncpg.connect(url)
+    manager = QueueManager(Queries(AsyncpgDriver(connection)))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, manager.shutdown.set)
+    with open(out, "w", buffering=1) as f:
+        @manager.entrypoint("timed")
+        async def timed(job):
+            f.write(f"{job.payload.decode()} {time.time()}\n")
+
+        print("ready", flush=True)
+        await manager.run(batch_size=10)
+    await connection.close()
+
+
+async def pgqueuer_latency(url, rate, seconds):
+    """Enqueue-to-start latency with paced.produce (wa-outbox's latency runs use it too), one
+    producer, and pgqueuer's consumer in another process, as a worker would run."""
+    import asyncpg
+    import paced
+    from pgqueuer import AsyncpgDriver, Queries
+
     producer_connection = await asyncpg.connect(url)
-    await clear(producer_connection)
-    manager = QueueManager(Queries(AsyncpgDriver(consumer_connection)))
     producer = Queries(AsyncpgDriver(producer_connection))
-    latencies = []
+    if not await producer.schema_is_installed():
+        await producer.install()
+    await clear(producer_connection)
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pgqueuer-latency-{os.getpid()}.txt")
+    consumer = subprocess.Popen([sys.executable, __file__, "--pgqueuer-consumer", url, out], stdout=subprocess.PIPE, text=True)
+    consumer.stdout.readline()
+    await asyncio.sleep(1)
 
-    @manager.entrypoint("timed")
-    async def timed(job):
-        latencies.append((time.time() - float(job.payload.decode())) * 1000)
+    async def enqueue(n):
+        await producer.enqueue("timed", str(n).encode())
+        return str(n)
 
-    async def produce():
-        interval = 1 / rate
-        next_at = time.monotonic()
-        end = next_at + seconds
-        while next_at < end:
-            await producer.enqueue("timed", str(time.time()).encode())
-            next_at += interval
-            await asyncio.sleep(max(0, next_at - time.monotonic()))
-        await asyncio.sleep(1)
-        manager.shutdown.set()
-
-    await asyncio.gather(manager.run(batch_size=10), produce())
-    await consumer_connection.close()
+    started = await paced.produce(rate, seconds, [enqueue])
+    await asyncio.sleep(1)
+    consumer.terminate()
+    consumer.wait(timeout=30)
     await producer_connection.close()
+    latencies = []
+    with open(out) as f:
+        for line in f:
+            key, at = line.split()
+            if key in started:
+                latencies.append((float(at) - started[key]) * 1000)
+    os.remove(out)
     return {"rate": rate, "jobs": len(latencies), "p50_ms": round(percentile(latencies, 50), 2),
             "p95_ms": round(percentile(latencies, 95), 2), "p99_ms": round(percentile(latencies, 99), 2)}
 
@@ -135,8 +163,6 @@ def main():
         if not best or run["jobs_per_s"] > best["jobs_per_s"]:
             best = run
     results["pgqueuer"] = best
-    results["pgqueuer_latency"] = asyncio.run(pgqueuer_latency(url, 200, 5 if QUICK else 15))
-    print(f"pgqueuer latency: {results['pgqueuer_latency']}", flush=True)
     count = min(N, 5_000 if QUICK else 30_000)
     results["procrastinate"] = asyncio.run(procrastinate_drain(database("peer_procrastinate"), count))
     print(f"procrastinate: {results['procrastinate']}", flush=True)
@@ -144,4 +170,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if MODE == "--pgqueuer-consumer":
+        asyncio.run(pgqueuer_consumer(sys.argv[2], sys.argv[3]))
+    elif MODE == "--pgqueuer-latency":
+        print(json.dumps(asyncio.run(pgqueuer_latency(database("peer_pgqueuer_latency"), int(sys.argv[2]), int(sys.argv[3])))))
+    else:
+        main()
