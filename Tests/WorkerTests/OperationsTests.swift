@@ -95,6 +95,45 @@ struct OperationsTests {
         #expect(again.skipped.count == 3)
         await fixture.close()
     }
+
+    /// A claim finds a chat's head in its snapshot. When a transaction that committed after that
+    /// snapshot took the head out of the queue (a cancel, or the lane's previous claim and
+    /// completion), the claim must not hand it out: before the fix it set the canceled job back to
+    /// `running` and a worker sent it. Here the cancel is held open, so the claim is certain to meet
+    /// it: the claim waits on its row lock and sees it committed.
+    @Test func aJobCanceledWhileAClaimRunsIsNeverHandedOut() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["race"])
+        try await fixture.enqueueTexts(count: 2, sessions: ["race"], chatsPerSession: 1)
+        let ids = try await fixture.database.query("SELECT id FROM wa_outbox.jobs ORDER BY id").map { try $0.decode(Int64.self, at: 0) }
+        let canceler = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
+        try await canceler.execute("BEGIN")
+        try await canceler.query("UPDATE wa_outbox.jobs SET state = 'canceled', finished_at = now() WHERE id = \(ids[0])")
+
+        let worker = UUID()
+        let claim = Task { try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: worker, limit: 10, on: $0) } }
+        var waiting = 0
+        for _ in 0..<200 where waiting == 0 {
+            waiting = try await fixture.count("""
+                SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%candidate_sessions%'
+                """)
+            if waiting == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(waiting == 1, "the claim never waited on the canceled job")
+        try await canceler.execute("COMMIT")
+        await canceler.close()
+
+        let first = try await claim.value
+        #expect(first.jobs.isEmpty)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE id = \(ids[0]) AND state = 'canceled'") == 1)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.lanes WHERE busy") == 0)
+        #expect(try await fixture.count("SELECT in_flight FROM wa_outbox.sessions WHERE id = 'race'") == 0)
+        // The next claim takes the chat's real head.
+        let second = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: worker, limit: 10, on: $0) }
+        #expect(second.jobs.map(\.id) == [ids[1]])
+        await fixture.close()
+    }
 }
 
 @Suite("Operators: prune and stats")

@@ -38,4 +38,32 @@ struct PlanTests {
         #expect(again.isEmpty)
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE status = 'sent'") == 20)
     }
+
+    @Test func theClaimTakesEachHeadByItsPrimaryKeyEvenWhenStatisticsSayNothingIsQueued() async throws {
+        let fixture = try await Fixture.make()
+        let sessions = (1...20).map { "claim\($0)" }
+        try await fixture.addSessions(sessions)
+        try await fixture.enqueueTexts(count: 2_000, sessions: sessions, chatsPerSession: 5)
+        // Statistics from a quiet hour before a burst: no job queued.
+        try await fixture.database.query("UPDATE wa_outbox.jobs SET state = 'succeeded'")
+        try await fixture.database.query("ANALYZE wa_outbox.jobs")
+        try await fixture.database.query("UPDATE wa_outbox.jobs SET state = 'queued'")
+        try await fixture.database.query("ANALYZE wa_outbox.lanes")
+        try await fixture.database.query("ANALYZE wa_outbox.sessions")
+
+        // The plan a worker runs after a few claims: the generic one.
+        let plan = try await fixture.database.withConnection { connection in
+            try await connection.execute("SET plan_cache_mode = force_generic_plan")
+            try await connection.execute("PREPARE plan_claim(int, int, uuid) AS " + ClaimQuery.sql)
+            let plan = try await connection.query("EXPLAIN EXECUTE plan_claim(80, 20, gen_random_uuid())")
+                .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
+            try await connection.execute("DEALLOCATE plan_claim")
+            try await connection.execute("RESET plan_cache_mode")
+            return plan
+        }
+        #expect(plan.contains("Index Scan using jobs_pkey on jobs"), "the claim does not take its jobs by primary key:\n\(plan)")
+        let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: UUID(), limit: 20, on: $0) }
+        #expect(claimed.jobs.count == 20)
+        await fixture.close()
+    }
 }
