@@ -12,14 +12,21 @@ import TestSupport
 /// 40 ms to 1 s per completion on a 1M-job backlog.
 @Suite("Statement plans")
 struct PlanTests {
-    @Test func theCompletionLocksEachJobByItsPrimaryKeyNeverThroughTheRunningIndex() async throws {
+    /// 2,000 jobs queued over 20 sessions × 5 chats; `analyzeJobs` takes the jobs statistics at a
+    /// moment of its choosing, then lanes and sessions are analyzed.
+    func queueAnalyzed(analyzeJobs: (PostgresDatabase) async throws -> Void) async throws -> Fixture {
         let fixture = try await Fixture.make()
         let sessions = (1...20).map { "plan\($0)" }
         try await fixture.addSessions(sessions)
         try await fixture.enqueueTexts(count: 2_000, sessions: sessions, chatsPerSession: 5)
-        try await fixture.database.query("ANALYZE wa_outbox.jobs")
+        try await analyzeJobs(fixture.database)
         try await fixture.database.query("ANALYZE wa_outbox.lanes")
         try await fixture.database.query("ANALYZE wa_outbox.sessions")
+        return fixture
+    }
+
+    @Test func theCompletionLocksEachJobByItsPrimaryKeyNeverThroughTheRunningIndex() async throws {
+        let fixture = try await queueAnalyzed { try await $0.query("ANALYZE wa_outbox.jobs") }
 
         let worker = UUID()
         let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: worker, limit: 20, on: $0) }.jobs
@@ -40,16 +47,12 @@ struct PlanTests {
     }
 
     @Test func theClaimTakesEachHeadByItsPrimaryKeyEvenWhenStatisticsSayNothingIsQueued() async throws {
-        let fixture = try await Fixture.make()
-        let sessions = (1...20).map { "claim\($0)" }
-        try await fixture.addSessions(sessions)
-        try await fixture.enqueueTexts(count: 2_000, sessions: sessions, chatsPerSession: 5)
         // Statistics from a quiet hour before a burst: no job queued.
-        try await fixture.database.query("UPDATE wa_outbox.jobs SET state = 'succeeded'")
-        try await fixture.database.query("ANALYZE wa_outbox.jobs")
-        try await fixture.database.query("UPDATE wa_outbox.jobs SET state = 'queued'")
-        try await fixture.database.query("ANALYZE wa_outbox.lanes")
-        try await fixture.database.query("ANALYZE wa_outbox.sessions")
+        let fixture = try await queueAnalyzed { database in
+            try await database.query("UPDATE wa_outbox.jobs SET state = 'succeeded'")
+            try await database.query("ANALYZE wa_outbox.jobs")
+            try await database.query("UPDATE wa_outbox.jobs SET state = 'queued'")
+        }
 
         // The plan a worker runs after a few claims: the generic one.
         let plan = try await fixture.database.withConnection { connection in
