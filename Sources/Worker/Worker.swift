@@ -483,16 +483,15 @@ public final class Worker: Sendable {
                 // concurrent tasks and requests.
                 let statuses = await withTaskGroup(of: (String, SessionHealth.Status)?.self) { group in
                     var next = due.makeIterator()
-                    for _ in 0..<Self.healthChecksAtOnce {
-                        guard let session = next.next() else { break }
+                    func checkNext() {
+                        guard let session = next.next() else { return }
                         group.addTask { await self.engineStatus(of: session).map { (session, $0) } }
                     }
+                    for _ in 0..<Self.healthChecksAtOnce { checkNext() }
                     var statuses: [(String, SessionHealth.Status)] = []
                     while let result = await group.next() {
                         if let result { statuses.append(result) }
-                        if let session = next.next() {
-                            group.addTask { await self.engineStatus(of: session).map { (session, $0) } }
-                        }
+                        checkNext()
                     }
                     return statuses
                 }

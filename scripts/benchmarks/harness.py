@@ -108,20 +108,22 @@ def finish_worker(process, stderr, timeout=None):
     return usage.ru_maxrss / 1024
 
 
-def sent_rate():
-    """Jobs per second between the first and the last 'sent' event, and how many."""
-    row = psql("SELECT count(*), extract(epoch FROM max(created_at) - min(created_at)) FROM wa_outbox.events WHERE status = 'sent'")
+def sent_rate(first=None):
+    """Jobs per second between the first and the last 'sent' event, and how many; with `first`,
+    over the first that many only (the same amount of work from every queue)."""
+    limit = f" ORDER BY created_at LIMIT {int(first)}" if first else ""
+    row = psql("SELECT count(*), extract(epoch FROM max(created_at) - min(created_at)) FROM "
+               f"(SELECT created_at FROM wa_outbox.events WHERE status = 'sent'{limit}) sent")
     count, seconds = row.split("|")
     count, seconds = int(count), float(seconds or 0)
     return (count / seconds if seconds > 0 else 0.0), count, seconds
 
 
-def first_rate(n):
-    """Jobs per second over the first n 'sent' events: the same amount of work from every queue."""
-    row = psql(f"SELECT count(*), extract(epoch FROM max(created_at) - min(created_at)) FROM "
-               f"(SELECT created_at FROM wa_outbox.events WHERE status = 'sent' ORDER BY created_at LIMIT {n}) f")
-    count, seconds = row.split("|")
-    return round(int(count) / float(seconds)) if seconds and float(seconds) > 0 else 0
+def median_drain(runs):
+    """The run with the median rate, with every run's rate listed as `runs_jobs_per_s`."""
+    median = dict(sorted(runs, key=lambda r: r["jobs_per_s"])[len(runs) // 2])
+    median["runs_jobs_per_s"] = [r["jobs_per_s"] for r in runs]
+    return median
 
 
 def drain(workers=1, redis=False, timeout=None, extra=()):
@@ -142,8 +144,7 @@ def scenario_drain():
             reset()
             fill(N)
             runs.append(drain(workers))
-        best = sorted(runs, key=lambda r: r["jobs_per_s"])[len(runs) // 2]  # the median run
-        best["runs_jobs_per_s"] = [r["jobs_per_s"] for r in runs]
+        best = median_drain(runs)
         out[str(workers)] = best
         log(f"  {workers} worker process(es): {best['jobs_per_s']:,} jobs/s median of {best['runs_jobs_per_s']}, "
             f"peak RSS {best['peak_rss_mb']} MB (with the in-process simulator's memory of every message)")
@@ -220,11 +221,15 @@ def pgqueuer_latency_run(rate, seconds):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def median_run(runs):
+def median_percentiles(runs):
     """The median of each percentile over runs, with the runs themselves listed."""
     keys = ("p50_ms", "p95_ms", "p99_ms")
     return dict(runs[0], **{k: round(statistics.median(r[k] for r in runs), 2) for k in keys},
                 rounds=[{k: r[k] for k in keys} for r in runs])
+
+
+def percentiles(run):
+    return f"p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, p99 {run['p99_ms']} ms"
 
 
 def scenario_latency():
@@ -239,15 +244,14 @@ def scenario_latency():
     ours, theirs = [], []
     for _ in range(rounds):
         ours.append(latency_run(200, 1, seconds))
-        log(f"  wa-outbox at 200 jobs/s: p50 {ours[-1]['p50_ms']} ms, p95 {ours[-1]['p95_ms']} ms, p99 {ours[-1]['p99_ms']} ms")
+        log(f"  wa-outbox at 200 jobs/s: {percentiles(ours[-1])}")
         theirs.append(pgqueuer_latency_run(200, seconds))
-        log(f"  pgqueuer  at 200 jobs/s: p50 {theirs[-1]['p50_ms']} ms, p95 {theirs[-1]['p95_ms']} ms, p99 {theirs[-1]['p99_ms']} ms")
-    out = {"200": median_run(ours)}
-    results["pgqueuer_latency"] = median_run(theirs)
+        log(f"  pgqueuer  at 200 jobs/s: {percentiles(theirs[-1])}")
+    out = {"200": median_percentiles(ours)}
+    results["pgqueuer_latency"] = median_percentiles(theirs)
     rate = max(200, best // 2)
     out[str(rate)] = latency_run(rate, 16, seconds)
-    log(f"  wa-outbox at {rate} jobs/s asked from 16 producers, {out[str(rate)]['achieved_per_s']} achieved: p50 {out[str(rate)]['p50_ms']} ms, "
-        f"p95 {out[str(rate)]['p95_ms']} ms, p99 {out[str(rate)]['p99_ms']} ms")
+    log(f"  wa-outbox at {rate} jobs/s asked from 16 producers, {out[str(rate)]['achieved_per_s']} achieved: {percentiles(out[str(rate)])}")
     results["latency"] = out
 
 
@@ -268,14 +272,12 @@ def scenario_backlog():
             reset()
             fill(size, hot=hot)
             run = drain(1, timeout=window)
-            run["first_jobs_per_s"] = first_rate(first)
+            run["first_jobs_per_s"] = round(sent_rate(first)[0])
             runs.append(run)
-        firsts = [r["first_jobs_per_s"] for r in runs]
-        result = dict(sorted(runs, key=lambda r: r["jobs_per_s"])[len(runs) // 2])
-        result["runs_jobs_per_s"] = [r["jobs_per_s"] for r in runs]
+        result = median_drain(runs)
         result["first_jobs"] = first
-        result["first_jobs_per_s"] = round(statistics.median(firsts))
-        result["runs_first_jobs_per_s"] = firsts
+        result["first_jobs_per_s"] = round(statistics.median(r["first_jobs_per_s"] for r in runs))
+        result["runs_first_jobs_per_s"] = [r["first_jobs_per_s"] for r in runs]
         label = f"{size + hot:,}" + (f" ({hot:,} in one chat)" if hot else "")
         out[label] = result
         log(f"  {label}: {result['jobs_per_s']:,} jobs/s over {result['jobs']:,} jobs (runs: {result['runs_jobs_per_s']}); "
