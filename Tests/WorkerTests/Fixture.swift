@@ -17,8 +17,9 @@ struct Fixture {
     let url: String
     let database: PostgresDatabase
 
-    static func make() async throws -> Fixture {
-        let url = try await TestEnvironment.freshDatabase(prefix: "outbox")
+    /// `url`: a server of the test's own (`PrivateServer`); by default a fresh database on the shared server.
+    static func make(url: String? = nil) async throws -> Fixture {
+        let url = if let url { url } else { try await TestEnvironment.freshDatabase(prefix: "outbox") }
         let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 8, logger: TestEnvironment.logger)
         try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
         return Fixture(url: url, database: database)
