@@ -51,6 +51,29 @@ struct Fixture {
         try await database.query(PostgresQuery(sql))[0].decode(Int.self, at: 0)
     }
 
+    /// A connection of its own with a transaction open, after `sql` ran in it.
+    func openTransaction(_ sql: String) async throws -> PostgresConnection {
+        let connection = try await PostgresConnection.connect(PostgresConfiguration(url), logger: TestEnvironment.logger)
+        try await connection.execute("BEGIN")
+        try await connection.query(PostgresQuery(sql))
+        return connection
+    }
+
+    /// How many backends of this database wait on a lock in a statement containing `fragment`,
+    /// once at least one does (or after 2 s).
+    func backendsWaitingOnALock(inStatementsContaining fragment: String) async throws -> Int {
+        let pattern = "%\(fragment)%"
+        var waiting = 0
+        for _ in 0..<200 where waiting == 0 {
+            waiting = try await database.query("""
+                SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE \(pattern)
+                """)[0].decode(Int.self, at: 0)
+            if waiting == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        return waiting
+    }
+
     /// The job ids in enqueue order per (session, chat), keyed by message id.
     func jobsByMessageID() async throws -> [String: (id: Int64, session: String, chat: String)] {
         var result: [String: (Int64, String, String)] = [:]

@@ -96,31 +96,26 @@ struct OperationsTests {
         await fixture.close()
     }
 
+    /// Session "race" with one chat of two queued jobs; their ids in order.
+    static func oneChatWithTwoJobs() async throws -> (Fixture, [Int64]) {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["race"])
+        try await fixture.enqueueTexts(count: 2, sessions: ["race"], chatsPerSession: 1)
+        return (fixture, try await fixture.database.query("SELECT id FROM wa_outbox.jobs ORDER BY id").map { try $0.decode(Int64.self, at: 0) })
+    }
+
     /// A claim finds a chat's head in its snapshot. When a transaction that committed after that
     /// snapshot took the head out of the queue (a cancel, or the lane's previous claim and
     /// completion), the claim must not hand it out: before the fix it set the canceled job back to
     /// `running` and a worker sent it. Here the cancel is held open, so the claim is certain to meet
     /// it: the claim waits on its row lock and sees it committed.
     @Test func aJobCanceledWhileAClaimRunsIsNeverHandedOut() async throws {
-        let fixture = try await Fixture.make()
-        try await fixture.addSessions(["race"])
-        try await fixture.enqueueTexts(count: 2, sessions: ["race"], chatsPerSession: 1)
-        let ids = try await fixture.database.query("SELECT id FROM wa_outbox.jobs ORDER BY id").map { try $0.decode(Int64.self, at: 0) }
-        let canceler = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
-        try await canceler.execute("BEGIN")
-        try await canceler.query("UPDATE wa_outbox.jobs SET state = 'canceled', finished_at = now() WHERE id = \(ids[0])")
+        let (fixture, ids) = try await Self.oneChatWithTwoJobs()
+        let canceler = try await fixture.openTransaction("UPDATE wa_outbox.jobs SET state = 'canceled', finished_at = now() WHERE id = \(ids[0])")
 
         let worker = UUID()
         let claim = Task { try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: worker, limit: 10, on: $0) } }
-        var waiting = 0
-        for _ in 0..<200 where waiting == 0 {
-            waiting = try await fixture.count("""
-                SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%candidate_sessions%'
-                """)
-            if waiting == 0 { try await Task.sleep(for: .milliseconds(10)) }
-        }
-        #expect(waiting == 1, "the claim never waited on the canceled job")
+        #expect(try await fixture.backendsWaitingOnALock(inStatementsContaining: "candidate_sessions") == 1, "the claim never waited on the canceled job")
         try await canceler.execute("COMMIT")
         await canceler.close()
 
@@ -132,6 +127,37 @@ struct OperationsTests {
         // The next claim takes the chat's real head.
         let second = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: worker, limit: 10, on: $0) }
         #expect(second.jobs.map(\.id) == [ids[1]])
+        await fixture.close()
+    }
+
+    /// A cancel and a claim lock a chat's lane and its head job in the same order, lane first.
+    /// Before, a cancel locked the job and then waited on the lane while a claim held the lane and
+    /// waited on the job: PostgreSQL broke the deadlock by aborting the claim after a second.
+    @Test func aCancelWaitsForAClaimHoldingTheLaneWithoutDeadlock() async throws {
+        let (fixture, ids) = try await Self.oneChatWithTwoJobs()
+        // The claim's transaction, stopped after it locked the lane.
+        let claimer = try await fixture.openTransaction("SELECT 1 FROM wa_outbox.lanes FOR UPDATE")
+
+        var filter = JobFilter()
+        filter.ids = [ids[0]]
+        let cancel = Task { try await JobQueries.cancel(filter, actor: "ops", reason: "race", in: fixture.database) }
+        #expect(try await fixture.backendsWaitingOnALock(inStatementsContaining: "wa_outbox.lanes") == 1, "the cancel never waited on the lane")
+        // The cancel waits on the lane without holding the job.
+        await #expect(throws: Never.self, "the cancel locked the job before the lane") {
+            _ = try await fixture.database.query("SELECT id FROM wa_outbox.jobs WHERE id = \(ids[0]) FOR UPDATE NOWAIT")
+        }
+
+        // The claim goes on to take the head, and commits.
+        let claimed = try await ClaimQuery.claim(workerID: UUID(), limit: 10, on: claimer)
+        try await claimer.execute("COMMIT")
+        await claimer.close()
+        #expect(claimed.jobs.map(\.id) == [ids[0]])
+        let report = try await cancel.value
+        #expect(report.done.isEmpty)
+        #expect(report.skipped.map(\.reason) == ["was claimed by a worker while canceling"])
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE id = \(ids[0]) AND state = 'running'") == 1)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE status = 'canceled'") == 0)
+        #expect(try await fixture.count("SELECT pending FROM wa_outbox.lanes") == 2)
         await fixture.close()
     }
 }

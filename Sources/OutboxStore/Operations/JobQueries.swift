@@ -204,6 +204,12 @@ public enum JobQueries {
 
     /// Cancels queued jobs, with a `canceled` event and an audit entry. A running job is in the
     /// middle of a dispatch and cannot be canceled; it is reported, not touched.
+    ///
+    /// Locks in the claim's order: the jobs' lanes first, then the jobs. The claim holds a lane
+    /// and then writes its head job; a cancel that took the job first and then waited on the lane
+    /// deadlocked with it, and PostgreSQL aborted the claim after `deadlock_timeout`. Now a cancel
+    /// waits for a claim holding the lane to commit (and then leaves the job it took, reported as
+    /// claimed), and a claim skips a lane a cancel holds.
     public static func cancel(_ filter: JobFilter, actor: String, reason: String, in database: PostgresDatabase) async throws -> OperationReport {
         var candidates = PostgresQuery("SELECT j.id, j.state FROM wa_outbox.jobs j WHERE true")
         filter.apply(to: &candidates)
@@ -218,29 +224,37 @@ public enum JobQueries {
             }
         }
         guard !queued.isEmpty else { return report }
-        let rows = try await database.query("""
-            WITH updated AS (
-                UPDATE wa_outbox.jobs j SET state = 'canceled', finished_at = now(), error_code = 'canceled', error_message = \(reason)
-                WHERE j.id = ANY(\(queued)) AND j.state = 'queued'
-                RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id
-            ),
-            lanes_down AS (
-                UPDATE wa_outbox.lanes l SET
-                    pending = l.pending - c.n,
-                    ready_at = CASE WHEN l.busy OR l.pending - c.n <= 0 THEN NULL ELSE least(coalesce(l.ready_at, now()), now()) END
-                FROM (SELECT session_id, chat, count(*)::int AS n FROM updated GROUP BY session_id, chat) c
-                WHERE l.session_id = c.session_id AND l.chat = c.chat
-            ),
-            events AS (
-                INSERT INTO wa_outbox.events (org, session_id, job_id, wa_message_id, kind, status, error_code, error_message)
-                SELECT org, session_id, id, wa_message_id, kind, 'canceled', 'canceled', \(reason) FROM updated
-            ),
-            audit AS (
-                INSERT INTO wa_outbox.audit (actor, action, job_id, org, reason)
-                SELECT \(actor), 'cancel', id, org, \(reason) FROM updated
-            )
-            SELECT id FROM updated
-            """)
+        let rows = try await database.withTransaction { connection in
+            try await connection.query("""
+                SELECT 1 FROM wa_outbox.lanes l
+                WHERE (l.session_id, l.chat) IN (SELECT j.session_id, j.chat FROM wa_outbox.jobs j WHERE j.id = ANY(\(queued)))
+                ORDER BY l.session_id, l.chat
+                FOR UPDATE OF l
+                """)
+            return try await connection.query("""
+                WITH updated AS (
+                    UPDATE wa_outbox.jobs j SET state = 'canceled', finished_at = now(), error_code = 'canceled', error_message = \(reason)
+                    WHERE j.id = ANY(\(queued)) AND j.state = 'queued'
+                    RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id
+                ),
+                lanes_down AS (
+                    UPDATE wa_outbox.lanes l SET
+                        pending = l.pending - c.n,
+                        ready_at = CASE WHEN l.busy OR l.pending - c.n <= 0 THEN NULL ELSE least(coalesce(l.ready_at, now()), now()) END
+                    FROM (SELECT session_id, chat, count(*)::int AS n FROM updated GROUP BY session_id, chat) c
+                    WHERE l.session_id = c.session_id AND l.chat = c.chat
+                ),
+                events AS (
+                    INSERT INTO wa_outbox.events (org, session_id, job_id, wa_message_id, kind, status, error_code, error_message)
+                    SELECT org, session_id, id, wa_message_id, kind, 'canceled', 'canceled', \(reason) FROM updated
+                ),
+                audit AS (
+                    INSERT INTO wa_outbox.audit (actor, action, job_id, org, reason)
+                    SELECT \(actor), 'cancel', id, org, \(reason) FROM updated
+                )
+                SELECT id FROM updated
+                """)
+        }
         report.done = try rows.map { try $0.decode(Int64.self, at: 0) }
         let canceled = Set(report.done)
         for id in queued where !canceled.contains(id) {
