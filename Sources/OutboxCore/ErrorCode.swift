@@ -17,7 +17,8 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case timeout
     /// The engine failed in a way that is not classified further.
     case engineError = "engine_error"
-    /// The worker holding the job died, on the last attempt.
+    /// The worker holding the job died, on the last attempt. (As a retry's or deferral's code: it
+    /// died or shut down mid-dispatch, so the message may have arrived.)
     case workerLost = "worker_lost"
     case canceled
     /// Internal, for deferrals only: another process holds this message's dispatch lock.

@@ -268,9 +268,10 @@ public final class Worker: Sendable {
         let started = ContinuousClock.now
         defer { WorkerMetrics.dispatchDuration(ContinuousClock.now - started, engine: context.engineName) }
         do {
-            // After an ambiguous timeout an engine without caller-chosen ids may already have the
-            // message: adopt it instead of sending it twice.
-            if job.previousErrorCode == .timeout, case .send = operation,
+            // After an attempt that may have arrived (a timeout, a worker that died or shut down
+            // mid-dispatch) an engine without caller-chosen ids may already have the message:
+            // adopt it instead of sending it twice.
+            if job.maybeSent, case .send = operation,
                let found = try await unclaimed(context.engine.reconcile(operation, session: job.sessionID, since: job.createdAt), session: job.sessionID) {
                 engineMessageID = found.messageID
                 state.withLockedValue { $0.reconciled += 1 }
@@ -284,8 +285,9 @@ public final class Worker: Sendable {
         } catch {
             if Task.isCancelled {
                 // Shut down mid-dispatch: hand the job back without spending its attempt. It may
-                // have been delivered; the retry reuses its message id.
-                outcome = .defer_(after: .zero, code: .engineError, message: "worker shut down during dispatch")
+                // have been delivered (`worker_lost` marks it maybe sent); the retry reuses its
+                // message id.
+                outcome = .defer_(after: .zero, code: .workerLost, message: "worker shut down during dispatch")
             } else {
                 outcome = configuration.retry.outcome(of: error, attempt: job.attempt, maxAttempts: job.maxAttempts, deadline: job.deadline)
             }

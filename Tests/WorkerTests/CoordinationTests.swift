@@ -1,4 +1,5 @@
 import Coordination
+import Engines
 import Foundation
 import NIOConcurrencyHelpers
 import OutboxCore
@@ -142,6 +143,46 @@ struct CoordinationTests {
         _ = try await workerB
         #expect(simulator.stats.delivered == 1)
         #expect(try await fixture.count("SELECT attempts::int8 FROM wa_outbox.jobs") == 1)
+        await fixture.close()
+    }
+
+    /// A worker sent a message, WhatsApp took it, and the worker died before it wrote the result:
+    /// the job is still running and its dispatch lock is held in Redis. Its lease lapses, another
+    /// worker takes the job over and is deferred until the dead worker's lock expires. WAHA chooses
+    /// its own message ids, so it cannot drop a second send: the new worker must look for the
+    /// message in the chat and adopt it. Before, it looked only when the attempt right before had
+    /// timed out, and sent the message a second time.
+    @Test func aSendWhoseWorkerDiedAfterWhatsAppTookItIsAdoptedNotSentAgain() async throws {
+        let fixture = try await Fixture.make()
+        let simulator = try await HTTPSimulator.start(["--dialect", "waha"])
+        try await fixture.addSessions(["dead"], engine: "waha", url: simulator.baseURL)
+        try await fixture.enqueueTexts(count: 1, sessions: ["dead"], chatsPerSession: 1)
+        let coordinator = try coordinator(lockTTL: .seconds(2))
+        let limits = SessionLimits(ratePerSecond: 100, burst: 10, pacing: false)
+
+        // The dead worker: its id has no workers row, so its lease has lapsed already.
+        let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: UUID(), limit: 1, on: $0) }
+        let job = try #require(claimed.jobs.first)
+        let admission = await coordinator.admit(session: "dead", messageID: job.waMessageID, limits: limits)
+        guard case .granted = admission else { Issue.record("the dead worker's dispatch was not admitted: \(admission)"); return }
+        _ = try await WahaEngine(baseURL: simulator.baseURL, apiKey: "dead")
+            .perform(.send(id: job.waMessageID, chat: job.chat, content: .text("message 0")), session: "dead")
+
+        let worker = fixture.makeWorker(simulator: try WhatsAppSimulator(), coordinator: coordinator, limits: limits) { $0.lease = .seconds(1) }
+        let running = Task { try await worker.run() }
+        for _ in 0..<300 where try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'queued' OR state = 'running'") > 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        worker.shutdown()
+        try await running.value
+
+        let stats = try await simulator.stats()
+        #expect(stats.delivered == 1)
+        #expect(stats.deliveredTwice == 0)
+        #expect(worker.reconciledCount == 1)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE status = 'sent'") == 1)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE error_code = 'worker_lost'") == 1)
+        await simulator.stop()
         await fixture.close()
     }
 

@@ -44,6 +44,48 @@ struct WorkerTests {
         await fixture.close()
     }
 
+    /// Once an attempt may have reached WhatsApp, every later dispatch of the send looks for the
+    /// message first, whatever came between: deferrals rewrite the job's error code, the mark
+    /// stays. Only a replay that gives the send a new message id clears it.
+    @Test func theMaybeSentMarkOutlivesDeferralsAndOnlyANewMessageIDClearsIt() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["m"])
+        try await fixture.enqueueTexts(count: 1, sessions: ["m"], chatsPerSession: 1)
+        let worker = UUID()
+        func claim() async throws -> ClaimedJob {
+            let batch = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: worker, limit: 1, on: $0) }
+            return try #require(batch.jobs.first)
+        }
+        func complete(_ job: ClaimedJob, _ outcome: Outcome) async throws {
+            let done = try await fixture.database.withConnection {
+                try await CompletionQuery.complete([Completion(jobID: job.id, attempt: job.attempt, workerID: worker, outcome: outcome)], on: $0)
+            }
+            #expect(done == [job.id])
+        }
+
+        var job = try await claim()
+        #expect(!job.maybeSent)
+        try await complete(job, .retry(after: .zero, code: .engineError, message: "503"))
+        job = try await claim()
+        #expect(!job.maybeSent, "a refused request never reached WhatsApp")
+        try await complete(job, .retry(after: .zero, code: .timeout, message: "no answer in 30 s"))
+        job = try await claim()
+        #expect(job.maybeSent)
+        try await complete(job, .defer_(after: .zero, code: .rateLimited, message: "over the session's rate"))
+        job = try await claim()
+        #expect(job.maybeSent, "a deferral does not clear it")
+        try await complete(job, .failed(code: .engineError, message: "gave up"))
+
+        try await JobQueries.replay([job.id], actor: "ops", reason: "same message", newMessageID: false, in: fixture.database)
+        job = try await claim()
+        #expect(job.maybeSent, "a replay with the same message id keeps it")
+        try await complete(job, .failed(code: .engineError, message: "gave up"))
+        try await JobQueries.replay([job.id], actor: "ops", reason: "a new message", newMessageID: true, in: fixture.database)
+        job = try await claim()
+        #expect(!job.maybeSent, "a new message id is a new message")
+        await fixture.close()
+    }
+
     @Test func aRestrictedAccountPausesItsSessionAndAnUnknownNumberFails() async throws {
         let fixture = try await Fixture.make()
         try await fixture.addSessions(["restricted", "fine"])

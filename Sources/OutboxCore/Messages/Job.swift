@@ -54,12 +54,13 @@ public struct ClaimedJob: Sendable {
     public var attempt: Int
     public var maxAttempts: Int
     public var deadline: Date
-    /// Why the previous attempt failed: after a `timeout` the message may have been delivered.
-    public var previousErrorCode: ErrorCode?
+    /// An earlier attempt may have reached WhatsApp (it timed out, or its worker died or shut
+    /// down mid-dispatch): a send first looks for the message at an engine that chooses its own ids.
+    public var maybeSent: Bool
     public var createdAt: Date
 
     public init(id: Int64, org: String, sessionID: String, chat: String, kind: JobKind, waMessageID: String,
-                payload: String, attempt: Int, maxAttempts: Int, deadline: Date, previousErrorCode: ErrorCode? = nil,
+                payload: String, attempt: Int, maxAttempts: Int, deadline: Date, maybeSent: Bool = false,
                 createdAt: Date = Date()) {
         self.id = id
         self.org = org
@@ -71,7 +72,7 @@ public struct ClaimedJob: Sendable {
         self.attempt = attempt
         self.maxAttempts = maxAttempts
         self.deadline = deadline
-        self.previousErrorCode = previousErrorCode
+        self.maybeSent = maybeSent
         self.createdAt = createdAt
     }
 }

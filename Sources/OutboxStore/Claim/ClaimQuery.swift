@@ -54,7 +54,7 @@ public enum ClaimQuery {
                 chat: try row.decode(at: 3), kind: JobKind(rawValue: try row.decode(at: 4)) ?? .send,
                 waMessageID: try row.decode(at: 5), payload: try row.decode(at: 6),
                 attempt: try row.decode(at: 7), maxAttempts: try row.decode(at: 8), deadline: try row.decode(at: 9),
-                previousErrorCode: (try row.decode(String?.self, at: 10)).flatMap(ErrorCode.init(rawValue:)),
+                maybeSent: try row.decode(at: 10),
                 createdAt: try row.decode(at: 11)
             )
             batch.jobs.append(job)
@@ -127,7 +127,7 @@ public enum ClaimQuery {
                 FROM due d
                 WHERE j.id = d.job_id AND j.state IS NOT DISTINCT FROM 'queued'
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text AS payload,
-                          j.attempts, j.max_attempts, j.deadline, j.error_code, j.created_at
+                          j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at
             ),
             lanes_busy AS (
                 UPDATE wa_outbox.lanes l SET busy = true, ready_at = NULL
@@ -139,7 +139,7 @@ public enum ClaimQuery {
                 WHERE s.id = c.session_id
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
-                   c.attempts, c.max_attempts, c.deadline, c.error_code, c.created_at,
+                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at,
                    \(SessionRecord.settingsColumns(of: "s"))
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
             """

@@ -93,6 +93,7 @@ public enum CompletionQuery {
                     worker_id = NULL,
                     error_code = i.error_code,
                     error_message = i.error_message,
+                    maybe_sent = j.maybe_sent OR coalesce(i.error_code IN ('timeout', 'worker_lost'), false),
                     sent_at = CASE WHEN i.outcome = 'succeeded' THEN now() ELSE j.sent_at END,
                     finished_at = CASE WHEN i.outcome IN ('succeeded', 'failed') THEN now() END,
                     engine_message_id = coalesce(i.engine_message_id, j.engine_message_id),

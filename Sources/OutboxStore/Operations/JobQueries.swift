@@ -174,6 +174,7 @@ public enum JobQueries {
                 UPDATE wa_outbox.jobs j SET
                     state = 'queued', attempts = 0, available_at = now(), deadline = now() + interval '24 hours',
                     error_code = NULL, error_message = NULL, finished_at = NULL, worker_id = NULL,
+                    maybe_sent = j.maybe_sent AND NOT (\(newMessageID) AND j.kind = 'send'),
                     wa_message_id = CASE WHEN \(newMessageID) AND j.kind = 'send'
                         THEN '3EB0' || upper(substr(encode(sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'hex'), 1, 18))
                         ELSE j.wa_message_id END

@@ -1,0 +1,11 @@
+-- Whether WhatsApp may already have this job's message: an attempt ended without an answer (a
+-- timeout after the request may have arrived), or its worker died or shut down in the middle of
+-- the dispatch. Engines that take our message id drop a second send with the same id; engines that
+-- choose their own ids (WAHA) cannot, so before sending again the worker looks for the message in
+-- the chat and adopts it if it is there.
+--
+-- A flag, not the last error code: a deferral between the ambiguous attempt and the next one (the
+-- dead worker's dispatch lock, a rate limit, the session offline) rewrites error_code, and the
+-- worker then sent the message a second time. Set by the completion, never cleared, kept by a
+-- replay unless it gives the send a new message id.
+ALTER TABLE wa_outbox.jobs ADD COLUMN maybe_sent boolean NOT NULL DEFAULT false;
