@@ -61,6 +61,9 @@ public final class Worker: Sendable {
         var locks: [MessageLock] = []
         var stopping = false
         var running: [Int64: ClaimedJob] = [:]
+        /// By this worker's own clock, the latest the database can consider its lease valid: a
+        /// lease is renewed to `lease` from when the statement ran, which is after it was sent.
+        var leaseValidUntil = ContinuousClock.now
         var dispatched = 0
         var reconciled = 0
     }
@@ -103,10 +106,7 @@ public final class Worker: Sendable {
     public var reconciledCount: Int { state.withLockedValue { $0.reconciled } }
 
     public func run() async throws {
-        try await database.withConnection { connection in
-            try await WorkerRegistry.register(id: id, name: configuration.name, host: ProcessInfo.processInfo.hostName,
-                                              pid: ProcessInfo.processInfo.processIdentifier, lease: configuration.lease, on: connection)
-        }
+        try await register()
         logger.info("worker started", metadata: ["worker.name": "\(configuration.name)", "concurrency": "\(configuration.concurrency)"])
         let listener = PostgresListener(configuration: listenerConfiguration, channels: ["wa_outbox_jobs"], logger: logger)
         try await withThrowingDiscardingTaskGroup { group in
@@ -133,6 +133,12 @@ public final class Worker: Sendable {
 
     private func claimLoop(_ group: inout ThrowingDiscardingTaskGroup<any Error>) async throws {
         while !state.withLockedValue({ $0.stopping }) {
+            guard holdsLease() else {
+                // Its jobs may be handed to others at any moment: take none until a heartbeat
+                // gets through (the heartbeat loop logs why).
+                await wakeup.wait(timeout: configuration.pollInterval)
+                continue
+            }
             let free = configuration.concurrency - state.withLockedValue { $0.inFlight }
             var claimed: [ClaimedJob] = []
             var engineTargets: [Int64: String] = [:]
@@ -263,6 +269,13 @@ public final class Worker: Sendable {
             finish(job, .defer_(after: .zero, code: .engineError, message: "worker shut down before the dispatch started"), lock: lock)
             return
         }
+        // A worker cut off from the database (or stalled) past its lease no longer owns its jobs:
+        // another worker may be sending them. It starts no dispatch; its completion is fenced out
+        // if the job was taken over, and otherwise hands the job back.
+        guard holdsLease() else {
+            finish(job, .defer_(after: .zero, code: .engineError, message: "this worker could not renew its lease; the job goes back to the queue"), lock: lock)
+            return
+        }
         let outcome: Outcome
         var engineMessageID: String?
         let started = ContinuousClock.now
@@ -343,7 +356,9 @@ public final class Worker: Sendable {
             if let lock, outcome != .succeeded { state.locks.append(lock) }
             return true
         }
-        if !accepted, let lock, let coordinator {
+        // Handed back already (shutdown, lapsed lease): a message that did go out keeps its lock
+        // until it expires, so no other worker sends it meanwhile.
+        if !accepted, let lock, let coordinator, outcome != .succeeded {
             Task { await coordinator.release([lock]) }
         }
         flushNeeded.signal()
@@ -405,8 +420,9 @@ public final class Worker: Sendable {
             await idle.wait(timeout: .milliseconds(50))
         }
         let leftovers = state.withLockedValue { state -> [ClaimedJob] in Array(state.running.values) }
+        // Some may be mid-dispatch: `worker_lost` marks them maybe sent.
         for job in leftovers {
-            finish(job, .defer_(after: .zero, code: .engineError, message: "worker shut down before the dispatch finished"))
+            finish(job, .defer_(after: .zero, code: .workerLost, message: "worker shut down before the dispatch finished"))
         }
         if !leftovers.isEmpty {
             logger.warning("handing back unfinished jobs", metadata: ["count": "\(leftovers.count)"])
@@ -415,6 +431,23 @@ public final class Worker: Sendable {
     }
 
     // MARK: Lease
+
+    /// Registers (again), and starts counting the lease from before the statement was sent.
+    private func register() async throws {
+        let sent = ContinuousClock.now
+        try await database.withConnection { connection in
+            try await WorkerRegistry.register(id: id, name: configuration.name, host: ProcessInfo.processInfo.hostName,
+                                              pid: ProcessInfo.processInfo.processIdentifier, lease: configuration.lease, on: connection)
+        }
+        state.withLockedValue { $0.leaseValidUntil = sent + configuration.lease }
+    }
+
+    /// Whether the lease is certain to hold a while yet (a tenth of it: time for a dispatch to
+    /// reach its engine). Heartbeats come every third of the lease, so one that fails is not
+    /// enough to stop a worker; two in a row are.
+    private func holdsLease() -> Bool {
+        ContinuousClock.now + configuration.lease / 10 < state.withLockedValue { $0.leaseValidUntil }
+    }
 
     private func heartbeatLoop() async {
         while !Task.isCancelled {
@@ -425,15 +458,22 @@ public final class Worker: Sendable {
                 if let gauges = try? await database.withConnection({ try await QueueGauges.read(on: $0) }) {
                     WorkerMetrics.queue(depth: gauges.queued, oldestSeconds: gauges.oldestQueuedSeconds)
                 }
+                let sent = ContinuousClock.now
                 let alive = try await database.withConnection { connection in
                     try await WorkerRegistry.heartbeat(id: id, lease: configuration.lease, inFlight: inFlight, on: connection)
                 }
-                if !alive {
-                    logger.error("this worker was declared dead (missed heartbeats); re-registering. Its held jobs were handed to others.")
-                    try await database.withConnection { connection in
-                        try await WorkerRegistry.register(id: id, name: configuration.name, host: ProcessInfo.processInfo.hostName,
-                                                          pid: ProcessInfo.processInfo.processIdentifier, lease: configuration.lease, on: connection)
+                if alive {
+                    state.withLockedValue { $0.leaseValidUntil = sent + configuration.lease }
+                } else {
+                    // The jobs it holds are (or are about to be) another worker's: let them go
+                    // without dispatching them. Those mid-dispatch may have arrived (`worker_lost`).
+                    let held = state.withLockedValue { Array($0.running.values) }
+                    for job in held {
+                        finish(job, .defer_(after: .zero, code: .workerLost, message: "this worker's lease lapsed; its jobs went to others"))
                     }
+                    logger.error("this worker's lease lapsed (heartbeats did not get through): its jobs went back to the queue; re-registering",
+                                 metadata: ["count": "\(held.count)"])
+                    try await register()
                 }
             } catch {
                 logger.warning("heartbeat failed", metadata: ["error": "\(error)"])

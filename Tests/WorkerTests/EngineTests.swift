@@ -94,6 +94,49 @@ struct EngineTests {
         await fixture.close()
     }
 
+    /// A worker that cannot renew its lease (here its heartbeats wait on a lock on `workers`; in
+    /// life, a network partition or a stalled process) no longer owns its jobs once the lease
+    /// lapses: another worker may be sending them. It stops dispatching before then, lets its jobs
+    /// go when a heartbeat gets through, registers again and goes on. Before, it dispatched on
+    /// throughout and renewed the lapsed lease as if nothing had happened.
+    @Test func aWorkerThatCannotRenewItsLeaseSendsNothingUntilItCan() async throws {
+        let fixture = try await Fixture.make()
+        let simulator = try await HTTPSimulator.start(["--dialect", "waha", "--sim-latency-ms", "50"])
+        try await fixture.addSessions(["l"], engine: "waha", url: simulator.baseURL)
+        try await fixture.enqueueTexts(count: 150, sessions: ["l"], chatsPerSession: 1)
+        let lease = 1.5
+        let worker = fixture.makeWorker(simulator: try WhatsAppSimulator()) { $0.lease = .milliseconds(Int64(lease * 1000)) }
+        let running = Task { try await worker.run() }
+        let succeeded = "SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'"
+        for _ in 0..<500 where try await fixture.count(succeeded) < 10 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let blocker = try await fixture.openTransaction("LOCK TABLE wa_outbox.workers IN EXCLUSIVE MODE")
+        let blockedAt = Date().timeIntervalSince1970
+        try await Task.sleep(for: .seconds(4))
+        let releasedAt = Date().timeIntervalSince1970
+        try await blocker.execute("COMMIT")
+        await blocker.close()
+        for _ in 0..<600 where try await fixture.count(succeeded) < 150 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        worker.shutdown()
+        try await running.value
+
+        // The last heartbeat before the lock came at most a third of the lease before it, so the
+        // lease lapsed by blockedAt + lease; 0.3 s more for a dispatch already on its way.
+        let deliveries = try await simulator.deliveries()
+        let whileLapsed = deliveries.filter { $0.time > blockedAt + lease + 0.3 && $0.time < releasedAt }
+        #expect(whileLapsed.count == 0, "\(whileLapsed.count) sends while another worker could own the jobs")
+        #expect(deliveries.contains { $0.time > releasedAt }, "the worker did not go on after its heartbeat got through")
+        #expect(try await fixture.count(succeeded) == 150)
+        let stats = try await simulator.stats()
+        #expect(stats.delivered == 150)
+        #expect(stats.deliveredTwice == 0)
+        await simulator.stop()
+        await fixture.close()
+    }
+
     @Test func aSessionStartingForTwentySecondsWaitsWithoutSpendingAttempts() async throws {
         let fixture = try await Fixture.make()
         // WAHA answers 422 after about 5 s to a send for a session that is not WORKING.

@@ -13,14 +13,15 @@ public enum WorkerRegistry {
             """)
     }
 
-    /// Renews the lease of all this worker's jobs in one row write. Returns false if the row is
-    /// gone (the worker was declared dead); the caller re-registers, and its stale completions
+    /// Renews the lease of all this worker's jobs in one row write. Returns false if the lease
+    /// has lapsed (or the row is gone): its jobs may have gone to other workers already, so it is
+    /// not renewed; the caller lets its jobs go and registers again, and its stale completions
     /// are fenced out.
     public static func heartbeat(id: UUID, lease: Duration, inFlight: Int, on connection: PostgresConnection) async throws -> Bool {
         let rows = try await connection.query("""
             UPDATE wa_outbox.workers
             SET heartbeat_at = now(), lease_expires_at = now() + \(lease.milliseconds) * interval '1 millisecond', in_flight = \(inFlight)
-            WHERE id = \(id)
+            WHERE id = \(id) AND lease_expires_at >= now()
             RETURNING id
             """)
         return !rows.isEmpty
