@@ -45,8 +45,10 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("health-interval-ms"), help: "How often each session's engine is asked whether it is connected, across all workers (env: WA_OUTBOX_HEALTH_INTERVAL_MS; default 10000).")
     var healthIntervalMilliseconds: Int?
 
-    @Option(name: .customLong("redis-url"), help: "Redis for shared limits and dispatch locks (env: REDIS_URL). Without it, no limits are enforced.")
+    @Option(name: .customLong("redis-url"), help: "Redis for shared limits and dispatch locks (env: REDIS_URL). Required unless --no-limits.")
     var redisURL: String?
+    @Flag(name: .customLong("no-limits"), help: "Run without Redis: no rate limit, pacing, budget or dispatch lock (benchmarks, the simulator). Never for real numbers.")
+    var noLimits = false
     @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key (env: WA_OUTBOX_REDIS_PREFIX; default wa-outbox).")
     var redisPrefix: String?
 
@@ -74,13 +76,19 @@ struct WorkerCommand: AsyncParsableCommand {
         let requestTimeout = Duration.milliseconds(setting(requestTimeoutMilliseconds, "WA_OUTBOX_REQUEST_TIMEOUT_MS", 30_000))
         let engines = EngineDirectory(database: db, simulator: sim, requestTimeout: requestTimeout, defaultLimits: limits.defaults)
         var coordinator: Coordinator?
-        if let url = redisURL ?? environment["REDIS_URL"], !url.isEmpty {
+        if noLimits {
+            logger.warning("--no-limits: running without rate limits, pacing or dispatch locks")
+        } else if let url = redisURL ?? environment["REDIS_URL"], !url.isEmpty {
             let redis = RedisDatabase(configuration: try RedisConfiguration(url: url), maxConnections: 4, logger: logger)
             // A dispatch lock must outlive the longest dispatch.
             coordinator = Coordinator(redis: redis, prefix: setting(redisPrefix, "WA_OUTBOX_REDIS_PREFIX", "wa-outbox"),
                                       lockTTL: requestTimeout + .seconds(5), logger: logger)
         } else {
-            logger.warning("no REDIS_URL: running without rate limits, pacing or dispatch locks")
+            throw ValidationError("""
+                REDIS_URL is not set. Without Redis nothing limits how fast a session sends (WhatsApp bans numbers \
+                that send too fast) and nothing stops two workers dispatching one message. Set REDIS_URL or \
+                --redis-url; for benchmarks and the simulator only, --no-limits runs without them.
+                """)
         }
         let worker = Worker(configuration: configuration, database: db, listenerConfiguration: try database.configuration(),
                             engines: engines, coordinator: coordinator, logger: logger)

@@ -46,6 +46,19 @@ struct MultiProcessTests {
         await fixture.close()
     }
 
+    /// Without Redis nothing limits how fast a session sends: the worker refuses to start rather
+    /// than send unthrottled, and says what to do, unless told `--no-limits`.
+    @Test func aWorkerWithoutRedisRefusesToStartUnlessToldNoLimits() async throws {
+        let fixture = try await Fixture.make()
+        let arguments = ["worker", "--database-url", fixture.url, "--exit-when-idle", "--admin-listen", "off"]
+        let refused = try OutboxProcess(arguments, environment: ["REDIS_URL": ""])
+        #expect(await refused.exitStatus() != 0)
+        #expect(refused.stderr.contains("REDIS_URL is not set"), "\(refused.stderr.suffix(500))")
+        let allowed = try OutboxProcess(arguments + ["--no-limits"], environment: ["REDIS_URL": ""])
+        #expect(await allowed.exitStatus() == 0, "\(allowed.stderr.suffix(500))")
+        await fixture.close()
+    }
+
     @Test func aWorkerKilledMidRunLosesNothingAndSendsNothingTwice() async throws {
         let fixture = try await Fixture.make()
         let simulator = try await HTTPSimulator.start()

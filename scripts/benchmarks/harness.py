@@ -82,8 +82,7 @@ def start_worker(extra=(), redis=False, exit_when_idle=True, name="w"):
     args = [BIN, "worker", "--name", name] + WORKER_ARGS + list(extra)
     if exit_when_idle:
         args.append("--exit-when-idle")
-    if redis:
-        args += ["--redis-url", REDIS]
+    args += ["--redis-url", REDIS] if redis else ["--no-limits"]
     stderr = open(os.path.join(WORK, f"{name}.log"), "w+")
     return subprocess.Popen(args, env=env, stderr=stderr, stdout=subprocess.DEVNULL), stderr
 
