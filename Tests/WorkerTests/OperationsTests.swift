@@ -130,6 +130,30 @@ struct OperationsTests {
         await fixture.close()
     }
 
+    /// The health check never waits for a session row: a session a completion holds keeps its
+    /// old status until the next check. Before, it waited, and at every worker's first check
+    /// (which changes every session) it deadlocked with completions locking the same sessions in
+    /// another order; PostgreSQL aborted one of them after a second.
+    @Test func theHealthCheckNeverWaitsForASessionACompletionHolds() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["b", "a"])
+        let holder = try await fixture.openTransaction("SELECT 1 FROM wa_outbox.sessions WHERE id = 'a' FOR UPDATE")
+        let check = Task {
+            try await fixture.database.withConnection { try await SessionHealth.record([("b", .connected), ("a", .connected)], on: $0) }
+        }
+        #expect(try await fixture.backendsWaitingOnALock(inStatementsContaining: "engine_status") == 0)
+        try await holder.execute("COMMIT")
+        await holder.close()
+        try await check.value
+        let connected = "SELECT count(*) FROM wa_outbox.sessions WHERE engine_status = 'connected' AND id = "
+        #expect(try await fixture.count(connected + "'b'") == 1)
+        #expect(try await fixture.count(connected + "'a'") == 0, "the check waited for session a")
+        // The next check records it.
+        try await fixture.database.withConnection { try await SessionHealth.record([("b", .connected), ("a", .connected)], on: $0) }
+        #expect(try await fixture.count(connected + "'a'") == 1)
+        await fixture.close()
+    }
+
     /// A cancel and a claim lock a chat's lane and its head job in the same order, lane first.
     /// Before, a cancel locked the job and then waited on the lane while a claim held the lane and
     /// waited on the job: PostgreSQL broke the deadlock by aborting the claim after a second.

@@ -27,13 +27,27 @@ public enum SessionHealth {
     }
 
     /// Records what the engines said. A session that comes back wakes the workers.
+    ///
+    /// Never waits for a session row: one that a completion holds keeps its old status until the
+    /// next check. Waiting, a check that changed many sessions at once (every session's first
+    /// check) deadlocked with completions, which lock the same rows in another order, and
+    /// PostgreSQL aborted one of them after a second.
     public static func record(_ statuses: [(session: String, status: Status)], on connection: PostgresConnection) async throws {
         guard !statuses.isEmpty else { return }
         try await connection.query("""
-            WITH changed AS (
-                UPDATE wa_outbox.sessions s SET engine_status = i.status
+            WITH locked AS (
+                SELECT k.id, i.status
                 FROM unnest(\(statuses.map(\.session))::text[], \(statuses.map(\.status.rawValue))::text[]) AS i(id, status)
-                WHERE s.id = i.id AND s.engine_status IS DISTINCT FROM i.status
+                CROSS JOIN LATERAL (
+                    SELECT s.id FROM wa_outbox.sessions s
+                    WHERE s.id = i.id AND s.engine_status IS DISTINCT FROM i.status
+                    OFFSET 0 FOR UPDATE SKIP LOCKED
+                ) k
+            ),
+            changed AS (
+                UPDATE wa_outbox.sessions s SET engine_status = l.status
+                FROM locked l
+                WHERE s.id = l.id AND s.engine_status IS DISTINCT FROM l.status
                 RETURNING s.engine_status
             )
             SELECT pg_notify('wa_outbox_jobs', '') FROM changed WHERE engine_status = 'connected' LIMIT 1
