@@ -40,8 +40,31 @@ public enum Subprocess {
     }
 
     /// Waits for a launched process by polling, without blocking a thread.
+    ///
+    /// Foundation on Linux can miss a child's exit when many processes start at once: the child
+    /// stays a zombie and `isRunning` stays true for ever (a test run hung for 13 minutes on a
+    /// `servers.sh` that had exited). A child that is still a zombie a second later is reaped here.
     public static func terminationStatus(of process: Process) async -> Int32 {
-        while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        let pid = process.processIdentifier
+        var polls = 0
+        while process.isRunning {
+            polls += 1
+            if polls % 50 == 0, isZombie(pid) {
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) == pid {
+                    // Foundation's convention: the exit code, or the number of the signal that ended it.
+                    return status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         return process.terminationStatus
+    }
+
+    private static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let end = stat.lastIndex(of: ")") else { return false }
+        // "pid (command) state ...": the state follows the command's closing parenthesis.
+        return stat[stat.index(after: end)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
     }
 }

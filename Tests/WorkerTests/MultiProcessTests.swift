@@ -46,6 +46,18 @@ struct MultiProcessTests {
         await fixture.close()
     }
 
+    /// Foundation notices a child's exit only once every holder of its monitoring socket closes
+    /// it, so a daemon the child started with that descriptor inherited keeps `isRunning` true
+    /// while the child is a zombie: a test run hung 13 minutes on such a `servers.sh`. The wait
+    /// reaps the zombie itself (after a second) instead of waiting for the daemon to end.
+    @Test func aChildWhoseDaemonOutlivesItIsStillSeenToExit() async throws {
+        let started = Date()
+        let result = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"), ["-c", "sleep 60 & echo $!; exit 3"])
+        #expect(result.status == 3)
+        #expect(Date().timeIntervalSince(started) < 30, "the wait lasted as long as the daemon")
+        if let daemon = Int32(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) { kill(daemon, SIGKILL) }
+    }
+
     /// Without Redis nothing limits how fast a session sends: the worker refuses to start rather
     /// than send unthrottled, and says what to do, unless told `--no-limits`.
     @Test func aWorkerWithoutRedisRefusesToStartUnlessToldNoLimits() async throws {
