@@ -439,6 +439,11 @@ public final class Worker: Sendable {
             try await WorkerRegistry.register(id: id, name: configuration.name, host: ProcessInfo.processInfo.hostName,
                                               pid: ProcessInfo.processInfo.processIdentifier, lease: configuration.lease, on: connection)
         }
+        leaseRenewed(sentAt: sent)
+    }
+
+    /// The database set the lease to `lease` from when it ran the statement, sent at `sent`.
+    private func leaseRenewed(sentAt sent: ContinuousClock.Instant) {
         state.withLockedValue { $0.leaseValidUntil = sent + configuration.lease }
     }
 
@@ -463,7 +468,7 @@ public final class Worker: Sendable {
                     try await WorkerRegistry.heartbeat(id: id, lease: configuration.lease, inFlight: inFlight, on: connection)
                 }
                 if alive {
-                    state.withLockedValue { $0.leaseValidUntil = sent + configuration.lease }
+                    leaseRenewed(sentAt: sent)
                 } else {
                     // The jobs it holds are (or are about to be) another worker's: let them go
                     // without dispatching them. Those mid-dispatch may have arrived (`worker_lost`).

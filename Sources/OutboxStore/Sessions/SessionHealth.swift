@@ -47,7 +47,7 @@ public enum SessionHealth {
             changed AS (
                 UPDATE wa_outbox.sessions s SET engine_status = l.status
                 FROM locked l
-                WHERE s.id = l.id AND s.engine_status IS DISTINCT FROM l.status
+                WHERE s.id = l.id
                 RETURNING s.engine_status
             )
             SELECT pg_notify('wa_outbox_jobs', '') FROM changed WHERE engine_status = 'connected' LIMIT 1
