@@ -73,4 +73,34 @@ struct MigrationTests {
         #expect(statuses.last == MigrationStatus(version: 9_999, name: "9999_later.sql", state: .pending, appliedAt: nil))
         await db.close()
     }
+
+    /// 0008 moves "which job is running" from an index on the job row to its lane. A database
+    /// upgraded while a job runs must keep that job findable by the rescue, or a worker that died
+    /// mid-upgrade would leave it running for ever.
+    @Test func upgradingTo0008KeepsARunningJobFindableThroughItsLane() async throws {
+        let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
+        let all = try shippedMigrations()
+        try await Migrator(migrations: all.filter { $0.version < 8 }, logger: TestEnvironment.logger).migrate(db)
+        try await db.query("INSERT INTO wa_outbox.sessions (id, org, engine) VALUES ('up1', 'org1', 'sim')")
+        for chat in ["491510000001@s.whatsapp.net", "491510000002@s.whatsapp.net"] {
+            try await db.query("""
+                SELECT wa_outbox.enqueue('org1', 'up1', 'send', jsonb_build_object('type', 'text', 'text', 'hi', 'chat', \(chat)))
+                """)
+        }
+        // What a 0007 claim leaves: the first chat's job running under a worker whose lease lapsed.
+        let running: Int64 = try await db.query("""
+            UPDATE wa_outbox.jobs SET state = 'running', attempts = 1, worker_id = gen_random_uuid()
+            WHERE chat = '491510000001@s.whatsapp.net' RETURNING id
+            """)[0].decode(at: 0)
+        try await db.query("UPDATE wa_outbox.lanes SET busy = true, ready_at = NULL WHERE chat = '491510000001@s.whatsapp.net'")
+
+        try await Migrator(migrations: all, logger: TestEnvironment.logger).migrate(db)
+        let lanes = try await db.query("SELECT chat, running_job FROM wa_outbox.lanes ORDER BY chat")
+        #expect(try lanes.map { try $0.decode(Int64?.self, at: 1) } == [running, nil])
+        let rescued = try await db.withConnection { try await RescueQuery.rescue(on: $0) }
+        #expect(rescued == 1)
+        #expect(try await db.query("SELECT state FROM wa_outbox.jobs WHERE id = \(running)")[0].decode(String.self, at: 0) == "queued")
+        #expect(try await db.query("SELECT count(*) FROM wa_outbox.lanes WHERE busy OR running_job IS NOT NULL")[0].decode(Int.self, at: 0) == 0)
+        await db.close()
+    }
 }

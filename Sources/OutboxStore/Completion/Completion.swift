@@ -35,10 +35,10 @@ public struct Completion: Sendable {
 /// 0`: never flattened into a join, and nothing else pushed into it), then checks the fence on the
 /// row it holds, which is the newest version if another transaction changed the job meanwhile.
 /// Written as a join, or with the fence inside the probe, statistics saying few jobs run let the
-/// planner walk the `jobs_running` index instead (hashing all of it, or scanning all of this
-/// worker's entries per completion), and during a large drain that
-/// index holds every claimed job's dead entry until vacuum reaches it: 40 ms to 1 s per completion
-/// on a 1M-job backlog, halving a worker's throughput.
+/// planner walk the index of running jobs instead (`jobs_running`, until migration 0008: hashing
+/// all of it, or scanning all of this worker's entries per completion), and during a large drain
+/// that index held every claimed job's dead entry until vacuum reached it: 40 ms to 1 s per
+/// completion on a 1M-job backlog, halving a worker's throughput.
 public enum CompletionQuery {
     @discardableResult
     public static func complete(_ completions: [Completion], on connection: PostgresConnection) async throws -> Set<Int64> {
@@ -124,6 +124,7 @@ public enum CompletionQuery {
                 UPDATE wa_outbox.lanes l SET
                     pending = l.pending - c.finished,
                     busy = false,
+                    running_job = NULL,
                     ready_at = CASE WHEN l.pending - c.finished <= 0 THEN NULL
                                     WHEN c.requeued_at IS NOT NULL THEN c.requeued_at
                                     ELSE now() END
@@ -159,15 +160,22 @@ public enum CompletionQuery {
 /// Hands the running jobs of dead workers to others.
 ///
 /// A worker's lease is its row in `wa_outbox.workers`; its heartbeat renews it for all its jobs at
-/// once. A running job whose worker's lease has lapsed (or whose worker row is gone) is requeued
+/// once. Running jobs are found through their lanes (`lanes.running_job`, indexed while the lane
+/// is busy), never through an index on the job row: the claim leaves every index on `jobs`
+/// untouched. A running job whose worker's lease has lapsed (or whose worker row is gone) is requeued
 /// through the same fenced completion as any retry (`worker_lost`), or failed if that was its last
 /// attempt. Any number of workers may run this at once: fencing lets one requeue count.
 public enum RescueQuery {
     public static func rescue(limit: Int = 1_000, on connection: PostgresConnection) async throws -> Int {
         let rows = try await connection.query("""
             SELECT j.id, j.attempts, j.worker_id, j.max_attempts
-            FROM wa_outbox.jobs j
-            WHERE j.state = 'running'
+            FROM wa_outbox.lanes l
+            CROSS JOIN LATERAL (
+                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state FROM wa_outbox.jobs j
+                WHERE j.id = l.running_job
+                OFFSET 0
+            ) j
+            WHERE l.busy AND j.state = 'running'
               AND NOT EXISTS (SELECT 1 FROM wa_outbox.workers w WHERE w.id = j.worker_id AND w.lease_expires_at >= now())
             LIMIT \(limit)
             """)

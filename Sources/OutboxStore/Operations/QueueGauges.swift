@@ -23,7 +23,7 @@ public struct QueueGauges: Sendable, Equatable {
             FROM wa_outbox.lanes l
             LEFT JOIN LATERAL (
                 SELECT j.created_at FROM wa_outbox.jobs j
-                WHERE j.session_id = l.session_id AND j.chat = l.chat AND j.state = 'queued'
+                WHERE j.session_id = l.session_id AND j.chat = l.chat AND j.finished_at IS NULL AND j.state = 'queued'
                 ORDER BY j.run_at, j.id
                 LIMIT 1
             ) h ON true

@@ -191,7 +191,7 @@ public enum SessionRegistry {
         do {
             let rows = try await database.query("""
                 WITH unfinished AS (
-                    SELECT count(*)::int8 AS n FROM wa_outbox.jobs WHERE session_id = \(id) AND org = \(org) AND state IN ('queued', 'running')
+                    SELECT count(*)::int8 AS n FROM wa_outbox.jobs WHERE session_id = \(id) AND org = \(org) AND finished_at IS NULL
                 ),
                 removed AS (
                     DELETE FROM wa_outbox.sessions s WHERE s.id = \(id) AND s.org = \(org) AND (SELECT n FROM unfinished) = 0
