@@ -14,9 +14,10 @@
 --   running_job is set by the claim and cleared by the completion, in the lane updates both
 --   already make; the CHECK keeps busy and running_job one fact.
 --
--- Upgrade with every worker stopped (or let them fail: a claim by a worker built before this
--- migration is refused by the CHECK, so it dispatches nothing rather than hide a running job
--- from the rescue).
+-- Upgrade with every worker stopped. A worker built before this migration has its claims and
+-- completions refused by the CHECK (it would set busy without running_job, or clear one and not
+-- the other), so it sends nothing rather than hide a running job from the rescue; the jobs it
+-- was running are requeued by the rescue once it stops.
 ALTER TABLE wa_outbox.lanes ADD COLUMN running_job bigint;
 
 UPDATE wa_outbox.lanes l SET running_job = j.id
