@@ -23,7 +23,7 @@ struct BenchSQLCommand: ParsableCommand {
                 worker uuid := gen_random_uuid();
                 n int;
             BEGIN
-                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch, worker LOOP
+                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch * 4, batch, worker LOOP
                     ids := ids || r.id;
                     attempts := attempts || r.attempts::int8;
                 END LOOP;
