@@ -59,15 +59,22 @@ struct Fixture {
         return connection
     }
 
-    /// How many backends of this database wait on a lock in a statement containing `fragment`,
-    /// once at least one does (or after 2 s).
+    /// How many backends of this database wait on a lock that another backend of this database
+    /// holds, in a statement containing `fragment`, once at least one does (or after 2 s).
+    ///
+    /// Only a blocker in this database counts. Tests run in parallel on one shared server, and
+    /// each transaction that notified takes the cluster-wide `NOTIFY` lock at commit: a statement
+    /// ending in `pg_notify` can wait a moment for another test's commit, which is no wait on
+    /// anything this test holds (that wait once failed the health-check test in CI).
     func backendsWaitingOnALock(inStatementsContaining fragment: String) async throws -> Int {
         let pattern = "%\(fragment)%"
         var waiting = 0
         for _ in 0..<200 where waiting == 0 {
             waiting = try await database.query("""
-                SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE \(pattern)
+                SELECT count(*) FROM pg_stat_activity w
+                WHERE w.datname = current_database() AND w.wait_event_type = 'Lock' AND w.query LIKE \(pattern)
+                  AND EXISTS (SELECT 1 FROM pg_stat_activity b
+                              WHERE b.pid = ANY (pg_blocking_pids(w.pid)) AND b.datname = current_database())
                 """)[0].decode(Int.self, at: 0)
             if waiting == 0 { try await Task.sleep(for: .milliseconds(10)) }
         }
