@@ -41,8 +41,9 @@ public enum Subprocess {
 
     /// Waits for a launched process by polling, without blocking a thread.
     ///
-    /// Foundation on Linux can miss a child's exit when many processes start at once: the child
-    /// stays a zombie and `isRunning` stays true for ever (a test run hung for 13 minutes on a
+    /// Foundation notices a child's exit only once every holder of its monitoring socket has closed
+    /// it, so when a daemon the child started inherited that descriptor, the child stays a zombie
+    /// and `isRunning` stays true while the daemon lives (a test run hung for 13 minutes on a
     /// `servers.sh` that had exited). A child that is still a zombie a second later is reaped here.
     public static func terminationStatus(of process: Process) async -> Int32 {
         let pid = process.processIdentifier
