@@ -89,13 +89,26 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The worker loop: claim, dispatch, complete, heartbeat, rescue, shutdown.
+        // One job's way to WhatsApp, shared by the worker and the API: prepare, preflight, admit,
+        // perform or reconcile, outcome. Knows no engine by name: the executable registers them.
+        .target(
+            name: "JobDispatch",
+            dependencies: [
+                "OutboxCore", "OutboxStore", "Engines", "Coordination", "PostgresClient",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The worker process: the claim loop, the completion writer, the lease keeper, and the
+        // maintenance services (rescue, prune, vacuum, session health, receipts, gauges).
         .target(
             name: "Worker",
             dependencies: [
-                "OutboxCore", "OutboxStore", "Engines", "Simulator", "Coordination", "PostgresClient",
+                "OutboxCore", "OutboxStore", "Engines", "JobDispatch", "Coordination", "PostgresClient",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -109,7 +122,7 @@ let package = Package(
         .target(
             name: "Admin",
             dependencies: [
-                "Worker", "OutboxStore", "PostgresClient", "RedisClient", "Coordination", "Receipts",
+                "OutboxStore", "PostgresClient", "RedisClient", "Coordination", "Receipts",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -118,8 +131,8 @@ let package = Package(
         .executableTarget(
             name: "wa-outbox",
             dependencies: [
-                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination", "Admin", "Receipts",
-                "CMallocTuning",
+                "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "JobDispatch", "Worker", "Coordination",
+                "Admin", "Receipts", "CMallocTuning",
                 .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -157,7 +170,8 @@ let package = Package(
         .testTarget(
             name: "WorkerTests",
             dependencies: [
-                "Worker", "OutboxStore", "OutboxCore", "Engines", "Simulator", "Coordination", "RedisClient", "PostgresClient", "TestSupport", "Receipts",
+                "Worker", "JobDispatch", "OutboxStore", "OutboxCore", "Engines", "Simulator", "Coordination", "RedisClient", "PostgresClient",
+                "TestSupport", "Receipts",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

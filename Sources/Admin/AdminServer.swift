@@ -6,18 +6,17 @@ import PostgresClient
 import Prometheus
 import Receipts
 import RedisClient
-import Worker
 
 /// The worker's admin port.
 ///
 /// - `/healthz`: the process is alive.
 /// - `/readyz`: PostgreSQL answers, the schema is the one this build expects, Redis answers (when
-///   configured), and the worker is not shutting down. 503 with the failing checks otherwise.
+///   configured), and the process accepts work (`acceptsWork`: false once a worker shuts down). 503 with the failing checks otherwise.
 /// - `/metrics`: Prometheus text format from the process's registry.
 /// - `/admin/…`: the operator API (`AdminAPI`), behind the operator token.
 /// - `/webhooks/…`: the engines' receipt webhooks (`ReceiptRoutes`), behind each engine's secret.
 public enum AdminServer {
-    public static func router(worker: Worker, database: PostgresDatabase, coordinator: Coordinator?,
+    public static func router(acceptsWork: @escaping @Sendable () -> Bool, database: PostgresDatabase, coordinator: Coordinator?,
                               registry: PrometheusCollectorRegistry, operatorToken: String?,
                               webhookSecrets: [ReceiptWebhook.Engine: String] = [:]) -> Router<BasicRequestContext> {
         let router = Router()
@@ -41,7 +40,7 @@ public enum AdminServer {
                     failing.append("redis: \(error)")
                 }
             }
-            if !worker.isAcceptingWork { failing.append("shutting down") }
+            if !acceptsWork() { failing.append("shutting down") }
             let body = failing.isEmpty ? "ready\n" : failing.joined(separator: "\n") + "\n"
             return Response(status: failing.isEmpty ? .ok : .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: body)))
         }

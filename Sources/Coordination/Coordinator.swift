@@ -88,11 +88,13 @@ public final class Coordinator: Sendable {
     /// The gate for a whole claimed batch, in one round trip: one script call decides every
     /// request in order (two for one session share its limit). On Redis Cluster, where one script
     /// may only touch one slot, the batch becomes one call per session, pipelined.
-    public func admit(_ requests: [Request]) async -> [Admission] {
+    /// `holder` starts every lock token (a worker's id), so `releaseLocks(of:)` can let the locks of
+    /// a holder found dead go.
+    public func admit(_ requests: [Request], holder: String = "") async -> [Admission] {
         guard !requests.isEmpty else { return [] }
         // One random value per batch; the index makes each token unique.
         let batchToken = UUID().uuidString
-        let tokens = requests.indices.map { "\(batchToken).\($0)" }
+        let tokens = requests.indices.map { "\(holder).\(batchToken).\($0)" }
         do {
             let groups = try await scriptGroups(requests)
 
@@ -142,14 +144,14 @@ public final class Coordinator: Sendable {
         groups.map { group in
             var keys: [any RedisArgument] = []
             var arguments: [any RedisArgument] = [Int(lockTTL.milliseconds)]
-            keys.reserveCapacity(5 * group.count)
+            keys.reserveCapacity(6 * group.count)
             arguments.reserveCapacity(1 + 6 * group.count)
             for index in group {
                 let request = requests[index]
                 let session = request.session
                 let limits = request.limits
                 keys += [key(session, "lock:\(request.messageID)"), key(session, "rate"), key(session, "pace"),
-                         key(session, "budget:h"), key(session, "budget:d")]
+                         key(session, "budget:h"), key(session, "budget:d"), key(session, "busy")]
                 arguments += [tokens[index], 1_000 / max(limits.ratePerSecond, 0.001), max(limits.burst, 1),
                               limits.nextGapMilliseconds(), limits.hourlyBudget ?? 0, limits.dailyBudget ?? 0]
             }
@@ -179,6 +181,50 @@ public final class Coordinator: Sendable {
             _ = try await redis.pipeline(commands)
         } catch {
             // The locks expire by themselves after lockTTL.
+            markAvailable(false, error)
+        }
+    }
+
+    /// Extends held dispatch locks (only those still holding their token) to a full `lockTTL`, in
+    /// one round trip: a lock lasts as long as the lease that protects its job.
+    public func renew(_ locks: [MessageLock]) async {
+        guard !locks.isEmpty else { return }
+        let commands = locks.map { lock in
+            RedisCommand("EVAL", [Self.renewSource, 1, key(lock.session, "lock:\(lock.messageID)"), lock.token, Int(lockTTL.milliseconds)])
+        }
+        do {
+            _ = try await redis.pipeline(commands)
+        } catch {
+            markAvailable(false, error)
+        }
+    }
+
+    /// After the engine answered a paced session's call (or failed to): the session's gap starts now.
+    /// Without it the session stays busy until the lock's TTL runs out (the holder died mid-call).
+    public func callEnded(_ lock: MessageLock, limits: SessionLimits) async {
+        guard limits.pacing else { return }
+        do {
+            _ = try await redis.evaluate(Self.callEndedScript, keys: [key(lock.session, "busy"), key(lock.session, "pace")],
+                                         arguments: [lock.token, limits.nextGapMilliseconds()])
+        } catch {
+            markAvailable(false, error)
+        }
+    }
+
+    /// Lets go the dispatch locks of messages whose holder is known dead (its lease lapsed and its
+    /// jobs were requeued), and the busy marks of its paced sessions: each is deleted only if its
+    /// token still starts with that holder.
+    public func releaseLocks(of messages: [(session: String, messageID: String, holder: String)]) async {
+        guard !messages.isEmpty else { return }
+        let commands = messages.flatMap { message in
+            ["lock:\(message.messageID)", "busy"].map { suffix in
+                RedisCommand("EVAL", [Self.releaseHolderSource, 1, key(message.session, suffix), message.holder + "."])
+            }
+        }
+        do {
+            _ = try await redis.pipeline(commands)
+        } catch {
+            // They expire by themselves after lockTTL.
             markAvailable(false, error)
         }
     }
@@ -235,11 +281,13 @@ public final class Coordinator: Sendable {
         }
     }
 
-    // Decides n requests in order. KEYS, five per request: lock, rate (GCRA theoretical arrival
-    // time), pace (next allowed), hourly and daily counters. ARGV: lock ttl ms, then six per
-    // request: token, emission interval ms, burst, gap ms (0: no pacing), hourly and daily budget
-    // (0: none). Returns two integers per request: {0, 0} granted, else {reason, wait ms} with
-    // reason 1 locked (look again within a second), 2 rate, 3 pacing, 4 budget. Without pacing and
+    // Decides n requests in order. KEYS, six per request: lock, rate (GCRA theoretical arrival
+    // time), pace (next allowed), hourly and daily counters, busy (a paced session's call at its
+    // engine). ARGV: lock ttl ms, then six per request: token, emission interval ms, burst, gap ms
+    // (0: no pacing), hourly and daily budget (0: none). Returns two integers per request: {0, 0}
+    // granted, else {reason, wait ms} with reason 1 locked (look again within a second), 2 rate,
+    // 3 pacing, 4 budget. A paced grant marks the session busy until `callEnded` starts its gap:
+    // the gap runs from the end of one engine call to the start of the next. Without pacing and
     // budgets a request costs three Redis calls: GET rate, SET lock NX, SET rate.
     static let admitScript = RedisScript("""
         local t = redis.call('TIME')
@@ -248,8 +296,8 @@ public final class Coordinator: Sendable {
         local to_day = 86400000 - now % 86400000
         local ttl = ARGV[1]
         local out = {}
-        for i = 0, #KEYS / 5 - 1 do
-            local k, a = i * 5, i * 6 + 1
+        for i = 0, #KEYS / 6 - 1 do
+            local k, a = i * 6, i * 6 + 1
             local reason, wait = 0, 0
             local interval, burst, gap = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
             local hourly, daily = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
@@ -261,6 +309,7 @@ public final class Coordinator: Sendable {
             if gap > 0 then
                 local next_at = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
                 if next_at - now > wait then reason, wait = 3, next_at - now end
+                if redis.call('EXISTS', KEYS[k + 6]) == 1 and gap > wait then reason, wait = 3, gap end
             end
             if hourly > 0 and tonumber(redis.call('GET', KEYS[k + 4]) or '0') >= hourly and to_hour > wait then reason, wait = 4, to_hour end
             if daily > 0 and tonumber(redis.call('GET', KEYS[k + 5]) or '0') >= daily and to_day > wait then reason, wait = 4, to_day end
@@ -269,7 +318,7 @@ public final class Coordinator: Sendable {
             end
             if reason == 0 then
                 redis.call('SET', KEYS[k + 2], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-                if gap > 0 then redis.call('SET', KEYS[k + 3], tostring(now + gap), 'PX', gap + 1000) end
+                if gap > 0 then redis.call('SET', KEYS[k + 6], ARGV[a + 1], 'PX', ttl) end
                 if hourly > 0 and redis.call('INCR', KEYS[k + 4]) == 1 then redis.call('PEXPIRE', KEYS[k + 4], to_hour) end
                 if daily > 0 and redis.call('INCR', KEYS[k + 5]) == 1 then redis.call('PEXPIRE', KEYS[k + 5], to_day) end
             end
@@ -279,11 +328,33 @@ public final class Coordinator: Sendable {
         return out
         """)
 
+    // After a paced session's engine call: KEYS busy, pace; ARGV token, gap ms. Clears the busy
+    // mark this call set and starts the gap from now.
+    static let callEndedScript = RedisScript("""
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+        local gap = tonumber(ARGV[2])
+        redis.call('SET', KEYS[2], tostring(now + gap), 'PX', gap + 1000)
+        return 0
+        """)
+
     static let releaseSource = """
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
         return 0
         """
     static let releaseScript = RedisScript(releaseSource)
+
+    static let renewSource = """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+        return 0
+        """
+
+    static let releaseHolderSource = """
+        local token = redis.call('GET', KEYS[1])
+        if token and string.sub(token, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0
+        """
 }
 
 public struct CoordinationUnavailable: Error, Sendable {

@@ -30,4 +30,5 @@ public struct SessionLimits: Sendable, Equatable {
         let low = min(minGapMilliseconds, maxGapMilliseconds)
         return Int.random(in: low...maxGapMilliseconds)
     }
+
 }

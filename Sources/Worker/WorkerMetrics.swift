@@ -20,16 +20,9 @@ enum WorkerMetrics {
         Counter(label: "wa_outbox_jobs_total", dimensions: [("kind", kind.rawValue), ("outcome", name)]).increment()
     }
 
-    static func dispatchDuration(_ duration: Duration, engine: String) {
-        Timer(label: "wa_outbox_dispatch_duration_seconds", dimensions: [("engine", engine)]).recordNanoseconds(
-            duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
-    }
-
     static func inFlight(_ count: Int) { Gauge(label: "wa_outbox_in_flight").record(count) }
     static func rescued(_ count: Int) { Counter(label: "wa_outbox_lease_rescues_total").increment(by: count) }
     static func postgresError() { Counter(label: "wa_outbox_postgres_errors_total").increment() }
-    static func reconciled(engine: String) { Counter(label: "wa_outbox_reconciled_total", dimensions: [("engine", engine)]).increment() }
-    static func redisError() { Counter(label: "wa_outbox_redis_errors_total").increment() }
 
     static func queue(depth: Int, oldestSeconds: Double) {
         Gauge(label: "wa_outbox_queue_depth").record(depth)

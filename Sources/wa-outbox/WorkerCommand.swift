@@ -13,6 +13,8 @@ import PostgresClient
 import RedisClient
 import ServiceLifecycle
 import UnixSignals
+import JobDispatch
+import NIOCore
 import Simulator
 import Worker
 
@@ -22,27 +24,30 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Claim queued jobs and dispatch them to their sessions' engines until stopped (SIGTERM/SIGINT)."
     )
 
+    /// The one table of defaults: every option falls back to it.
+    static let defaults = WorkerConfiguration(name: "")
+
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var simulator: SimulatorOptions
 
     @Option(help: "Name shown in `wa_outbox.workers` (env: WA_OUTBOX_WORKER_NAME).") var name: String?
-    @Option(help: "Dispatches in flight in this process (env: WA_OUTBOX_CONCURRENCY; default 512).") var concurrency: Int?
-    @Option(name: .customLong("batch-size"), help: "Jobs per claim (env: WA_OUTBOX_BATCH_SIZE; default 500).") var batchSize: Int?
-    @Option(name: .customLong("lease-ms"), help: "Lease on a worker's jobs; heartbeats every third (env: WA_OUTBOX_LEASE_MS; default 30000).") var leaseMilliseconds: Int?
-    @Option(name: .customLong("poll-interval-ms"), help: "Fallback poll when no NOTIFY comes (env: WA_OUTBOX_POLL_INTERVAL_MS; default 1000).") var pollMilliseconds: Int?
-    @Option(name: .customLong("grace-ms"), help: "Time in-flight dispatches get on shutdown (env: WA_OUTBOX_GRACE_MS; default 10000).") var graceMilliseconds: Int?
-    @Option(name: .customLong("retry-base-ms"), help: "First retry delay; doubles per attempt (env: WA_OUTBOX_RETRY_BASE_MS; default 2000).") var retryBaseMilliseconds: Int?
-    @Option(name: .customLong("retry-cap-ms"), help: "Longest retry delay (env: WA_OUTBOX_RETRY_CAP_MS; default 300000).") var retryCapMilliseconds: Int?
+    @Option(help: "Dispatches in flight in this process (env: WA_OUTBOX_CONCURRENCY; default \(Self.defaults.concurrency)).") var concurrency: Int?
+    @Option(name: .customLong("batch-size"), help: "Jobs per claim (env: WA_OUTBOX_BATCH_SIZE; default \(Self.defaults.batchSize)).") var batchSize: Int?
+    @Option(name: .customLong("lease-ms"), help: "Lease on a worker's jobs; heartbeats every third (env: WA_OUTBOX_LEASE_MS; default \(Self.defaults.lease.milliseconds)).") var leaseMilliseconds: Int?
+    @Option(name: .customLong("poll-interval-ms"), help: "Fallback poll when no NOTIFY comes (env: WA_OUTBOX_POLL_INTERVAL_MS; default \(Self.defaults.pollInterval.milliseconds)).") var pollMilliseconds: Int?
+    @Option(name: .customLong("grace-ms"), help: "Time in-flight dispatches get on shutdown (env: WA_OUTBOX_GRACE_MS; default \(Self.defaults.gracePeriod.milliseconds)).") var graceMilliseconds: Int?
+    @Option(name: .customLong("retry-base-ms"), help: "First retry delay; doubles per attempt (env: WA_OUTBOX_RETRY_BASE_MS; default \(Self.defaults.retry.base.milliseconds)).") var retryBaseMilliseconds: Int?
+    @Option(name: .customLong("retry-cap-ms"), help: "Longest retry delay (env: WA_OUTBOX_RETRY_CAP_MS; default \(Self.defaults.retry.cap.milliseconds)).") var retryCapMilliseconds: Int?
     @Option(name: .customLong("request-timeout-ms"), help: "Engine request timeout (env: WA_OUTBOX_REQUEST_TIMEOUT_MS; default 30000).") var requestTimeoutMilliseconds: Int?
     @Option(name: .customLong("sim-delivery-log"), help: "Delivery log of the in-process simulator (sessions with engine sim).") var simDeliveryLog: String?
     @Flag(name: .customLong("exit-when-idle"), help: "Drain the queue, then exit.") var exitWhenIdle = false
     @OptionGroup var limits: LimitOptions
     @OptionGroup var retention: RetentionOptions
-    @Option(name: .customLong("admin-listen"), help: "HOST:PORT for /healthz, /readyz and /metrics; 'off' to disable (env: WA_OUTBOX_ADMIN_LISTEN; default 127.0.0.1:9464).")
+    @Option(name: .customLong("admin-listen"), help: "HOST:PORT for /healthz, /readyz and /metrics; 'off' to disable (env: WA_OUTBOX_ADMIN_LISTEN; default \(AdminAddress.default)).")
     var adminListen: String?
-    @Option(name: .customLong("prune-interval-ms"), help: "How often to prune finished work; 0: never (env: WA_OUTBOX_PRUNE_INTERVAL_MS; default 60000).")
+    @Option(name: .customLong("prune-interval-ms"), help: "How often to prune finished work; 0: never (env: WA_OUTBOX_PRUNE_INTERVAL_MS; default \(Self.defaults.pruneInterval?.milliseconds ?? 0)).")
     var pruneIntervalMilliseconds: Int?
-    @Option(name: .customLong("health-interval-ms"), help: "How often each session's engine is asked whether it is connected, across all workers (env: WA_OUTBOX_HEALTH_INTERVAL_MS; default 10000).")
+    @Option(name: .customLong("health-interval-ms"), help: "How often each session's engine is asked whether it is connected, across all workers (env: WA_OUTBOX_HEALTH_INTERVAL_MS; default \(Self.defaults.healthInterval.milliseconds)).")
     var healthIntervalMilliseconds: Int?
 
     @Option(name: .customLong("redis-url"), help: "Redis for shared limits and dispatch locks (env: REDIS_URL). Required unless --no-limits.")
@@ -54,33 +59,37 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger("wa-outbox.worker")
+        let defaults = Self.defaults
         var configuration = WorkerConfiguration(name: setting(name, "WA_OUTBOX_WORKER_NAME", "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"))
-        configuration.concurrency = setting(concurrency, "WA_OUTBOX_CONCURRENCY", 512)
-        configuration.batchSize = setting(batchSize, "WA_OUTBOX_BATCH_SIZE", 500)
-        configuration.lease = .milliseconds(setting(leaseMilliseconds, "WA_OUTBOX_LEASE_MS", 30_000))
-        configuration.pollInterval = .milliseconds(setting(pollMilliseconds, "WA_OUTBOX_POLL_INTERVAL_MS", 1_000))
-        configuration.gracePeriod = .milliseconds(setting(graceMilliseconds, "WA_OUTBOX_GRACE_MS", 10_000))
-        configuration.retry = RetryPolicy(base: .milliseconds(setting(retryBaseMilliseconds, "WA_OUTBOX_RETRY_BASE_MS", 2_000)),
-                                          cap: .milliseconds(setting(retryCapMilliseconds, "WA_OUTBOX_RETRY_CAP_MS", 300_000)))
+        configuration.concurrency = setting(concurrency, "WA_OUTBOX_CONCURRENCY", defaults.concurrency)
+        configuration.batchSize = setting(batchSize, "WA_OUTBOX_BATCH_SIZE", defaults.batchSize)
+        configuration.lease = .milliseconds(setting(leaseMilliseconds, "WA_OUTBOX_LEASE_MS", Int(defaults.lease.milliseconds)))
+        configuration.pollInterval = .milliseconds(setting(pollMilliseconds, "WA_OUTBOX_POLL_INTERVAL_MS", Int(defaults.pollInterval.milliseconds)))
+        configuration.gracePeriod = .milliseconds(setting(graceMilliseconds, "WA_OUTBOX_GRACE_MS", Int(defaults.gracePeriod.milliseconds)))
+        configuration.retry = RetryPolicy(base: .milliseconds(setting(retryBaseMilliseconds, "WA_OUTBOX_RETRY_BASE_MS", Int(defaults.retry.base.milliseconds))),
+                                          cap: .milliseconds(setting(retryCapMilliseconds, "WA_OUTBOX_RETRY_CAP_MS", Int(defaults.retry.cap.milliseconds))))
         configuration.exitWhenIdle = exitWhenIdle
-        let pruneEvery = setting(pruneIntervalMilliseconds, "WA_OUTBOX_PRUNE_INTERVAL_MS", 60_000)
+        let pruneEvery = setting(pruneIntervalMilliseconds, "WA_OUTBOX_PRUNE_INTERVAL_MS", Int(defaults.pruneInterval?.milliseconds ?? 0))
         configuration.pruneInterval = pruneEvery > 0 ? .milliseconds(pruneEvery) : nil
-        configuration.healthInterval = .milliseconds(max(setting(healthIntervalMilliseconds, "WA_OUTBOX_HEALTH_INTERVAL_MS", 10_000), 100))
+        configuration.healthInterval = .milliseconds(max(setting(healthIntervalMilliseconds, "WA_OUTBOX_HEALTH_INTERVAL_MS", Int(defaults.healthInterval.milliseconds)), 100))
         configuration.retention = retention.retention
         guard configuration.concurrency > 0, configuration.batchSize > 0, configuration.lease >= .milliseconds(300) else {
             throw ValidationError("concurrency and batch size must be positive and the lease at least 300 ms")
         }
+        let admin = try AdminAddress(setting(adminListen, "WA_OUTBOX_ADMIN_LISTEN", AdminAddress.default))
 
         let db = try database.database(connections: 6, logger: logger)
         let sim = try WhatsAppSimulator(configuration: simulator.configuration, deliveryLog: simDeliveryLog.map { URL(fileURLWithPath: $0) })
         let requestTimeout = Duration.milliseconds(setting(requestTimeoutMilliseconds, "WA_OUTBOX_REQUEST_TIMEOUT_MS", 30_000))
-        let engines = EngineDirectory(database: db, simulator: sim, requestTimeout: requestTimeout, defaultLimits: limits.defaults)
+        var factories = EngineDirectory.httpEngines(requestTimeout: requestTimeout)
+        factories["sim"] = { _, _ in SimulatorEngine(simulator: sim) }
+        let engines = EngineDirectory(database: db, engines: factories, defaultLimits: limits.defaults)
         var coordinator: Coordinator?
         if noLimits {
             logger.warning("--no-limits: running without rate limits, pacing or dispatch locks")
         } else if let url = redisURL ?? environment["REDIS_URL"], !url.isEmpty {
             let redis = RedisDatabase(configuration: try RedisConfiguration(url: url), maxConnections: 4, logger: logger)
-            // A dispatch lock must outlive the longest dispatch.
+            // A dispatch lock must outlive the longest dispatch; the lease keeper renews it while it is held.
             coordinator = Coordinator(redis: redis, prefix: setting(redisPrefix, "WA_OUTBOX_REDIS_PREFIX", "wa-outbox"),
                                       lockTTL: requestTimeout + .seconds(5), logger: logger)
         } else {
@@ -96,15 +105,15 @@ struct WorkerCommand: AsyncParsableCommand {
             // --exit-when-idle makes the worker return by itself: that ends the group normally.
             .init(service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup),
         ]
-        let admin = setting(adminListen, "WA_OUTBOX_ADMIN_LISTEN", "127.0.0.1:9464")
-        if admin != "off" {
-            let parts = admin.split(separator: ":")
-            guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--admin-listen takes HOST:PORT or off") }
+        if let admin {
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-            let router = AdminServer.router(worker: worker, database: db, coordinator: coordinator, registry: registry,
+            let router = AdminServer.router(acceptsWork: { worker.isAcceptingWork }, database: db, coordinator: coordinator, registry: registry,
                                             operatorToken: environment["WA_OUTBOX_ADMIN_TOKEN"], webhookSecrets: webhookSecrets())
-            services.append(.init(service: Application(router: router, configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)))
+            let application = Application(router: router, configuration: .init(address: .hostname(admin.host, port: admin.port)), logger: logger)
+            // A failing admin server ends the whole process (the group cancels the worker, which
+            // then shuts down within its grace period), with an error that says what to change.
+            services.append(.init(service: AdminService(application: application, address: admin)))
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services,
@@ -135,6 +144,41 @@ struct WorkerService: Service {
             try await worker.run()
         } onGracefulShutdown: {
             worker.shutdown()
+        }
+    }
+}
+
+/// Where the admin port listens: `--admin-listen HOST:PORT`, or nil for `off`.
+struct AdminAddress: CustomStringConvertible {
+    static let `default` = "127.0.0.1:9464"
+    var host: String
+    var port: Int
+
+    init?(_ text: String) throws {
+        guard text != "off" else { return nil }
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--admin-listen takes HOST:PORT or off") }
+        host = String(parts[0])
+        self.port = port
+    }
+
+    var description: String { "\(host):\(port)" }
+}
+
+/// The admin server as a lifecycle service; a port already taken becomes an error that names the
+/// address and the option.
+struct AdminService: Service {
+    let application: Application<RouterResponder<BasicRequestContext>>
+    let address: AdminAddress
+
+    func run() async throws {
+        do {
+            try await application.run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw ValidationError("""
+                the admin port \(address) is already in use (another worker on this host?): give each worker its own \
+                --admin-listen HOST:PORT (env WA_OUTBOX_ADMIN_LISTEN), or 'off'
+                """)
         }
     }
 }

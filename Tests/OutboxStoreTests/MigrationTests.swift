@@ -97,7 +97,7 @@ struct MigrationTests {
         try await Migrator(migrations: all, logger: TestEnvironment.logger).migrate(db)
         let lanes = try await db.query("SELECT chat, running_job FROM wa_outbox.lanes ORDER BY chat")
         #expect(try lanes.map { try $0.decode(Int64?.self, at: 1) } == [running, nil])
-        let rescued = try await db.withConnection { try await RescueQuery.rescue(on: $0) }
+        let rescued = try await db.withConnection { try await RescueQuery.rescue(on: $0) }.count
         #expect(rescued == 1)
         #expect(try await db.query("SELECT state FROM wa_outbox.jobs WHERE id = \(running)")[0].decode(String.self, at: 0) == "queued")
         #expect(try await db.query("SELECT count(*) FROM wa_outbox.lanes WHERE busy OR running_job IS NOT NULL")[0].decode(Int.self, at: 0) == 0)

@@ -1,6 +1,6 @@
 import NIOConcurrencyHelpers
 import Testing
-@testable import Worker
+import JobDispatch
 
 @Suite("Dispatch gate")
 struct DispatchGateTests {

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Coordination
 import Engines
 import Foundation
+import JobDispatch
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -110,8 +111,15 @@ struct Fixture {
         configuration.retry = RetryPolicy(base: .milliseconds(10), cap: .milliseconds(50), sessionRecheck: .milliseconds(50))
         configure(&configuration)
         return Worker(configuration: configuration, database: database, listenerConfiguration: PostgresConfiguration(url),
-                      engines: EngineDirectory(database: database, simulator: simulator, requestTimeout: requestTimeout, defaultLimits: limits),
+                      engines: engines(simulator: simulator, requestTimeout: requestTimeout, limits: limits),
                       coordinator: coordinator, logger: TestEnvironment.logger)
+    }
+
+    /// The engines a worker offers, the in-process simulator among them, as the executable registers them.
+    func engines(simulator: WhatsAppSimulator, requestTimeout: Duration = .seconds(30), limits: SessionLimits = SessionLimits()) -> EngineDirectory {
+        var factories = EngineDirectory.httpEngines(requestTimeout: requestTimeout)
+        factories["sim"] = { _, _ in SimulatorEngine(simulator: simulator) }
+        return EngineDirectory(database: database, engines: factories, defaultLimits: limits)
     }
 
     func close() async {

@@ -109,7 +109,7 @@ struct PlanTests {
         #expect(after.all - before.all == 20, "the claim updated \(after.all - before.all) job rows")
         #expect(after.hot - before.hot == 20, "of 20 claimed job rows, \(after.hot - before.hot) were rewritten in place")
         // The rescue finds them through their lanes (their worker never registered: no lease).
-        #expect(try await fixture.database.withConnection { try await RescueQuery.rescue(on: $0) } == 20)
+        #expect(try await fixture.database.withConnection { try await RescueQuery.rescue(on: $0) }.count == 20)
         await fixture.close()
     }
 }

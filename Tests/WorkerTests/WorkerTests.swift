@@ -236,7 +236,7 @@ struct WorkerTests {
             var configuration = WorkerConfiguration(name: "hot")
             configuration.pollInterval = .milliseconds(50)
             let worker = Worker(configuration: configuration, database: fixture.database, listenerConfiguration: PostgresConfiguration(fixture.url),
-                                engines: EngineDirectory(database: fixture.database, simulator: try WhatsAppSimulator()), coordinator: nil,
+                                engines: fixture.engines(simulator: try WhatsAppSimulator()), coordinator: nil,
                                 logger: TestEnvironment.logger)
             let start = ContinuousClock.now
             async let running: Void = worker.run()

@@ -71,7 +71,7 @@ wa_pg_start() {
         {
             echo "listen_addresses = '127.0.0.1'"
             echo "unix_socket_directories = '$dir'"
-            echo "max_connections = 200"
+            echo "max_connections = 500"
             echo "shared_buffers = 256MB"
             if [ "$mode" = durable ]; then
                 echo "synchronous_commit = on"

@@ -166,12 +166,20 @@ public enum CompletionQuery {
 /// through the same fenced completion as any retry (`worker_lost`), or failed if that was its last
 /// attempt. Any number of workers may run this at once: fencing lets one requeue count.
 public enum RescueQuery {
-    public static func rescue(limit: Int = 1_000, on connection: PostgresConnection) async throws -> Int {
+    /// A job handed over from a dead worker: its dispatch lock, held under that worker's id, may go.
+    public struct Rescued: Sendable {
+        public var jobID: Int64
+        public var sessionID: String
+        public var messageID: String
+        public var workerID: UUID
+    }
+
+    public static func rescue(limit: Int = 1_000, on connection: PostgresConnection) async throws -> [Rescued] {
         let rows = try await connection.query("""
-            SELECT j.id, j.attempts, j.worker_id, j.max_attempts
+            SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.session_id, j.wa_message_id
             FROM wa_outbox.lanes l
             CROSS JOIN LATERAL (
-                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state FROM wa_outbox.jobs j
+                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state, j.session_id, j.wa_message_id FROM wa_outbox.jobs j
                 WHERE j.id = l.running_job
                 OFFSET 0
             ) j
@@ -180,7 +188,10 @@ public enum RescueQuery {
             LIMIT \(limit)
             """)
         var completions: [Completion] = []
+        var candidates: [Int64: Rescued] = [:]
         for row in rows {
+            candidates[try row.decode(at: 0)] = Rescued(jobID: try row.decode(at: 0), sessionID: try row.decode(at: 4),
+                                                         messageID: try row.decode(at: 5), workerID: try row.decode(at: 2))
             let attempt: Int = try row.decode(at: 1)
             let maxAttempts: Int = try row.decode(at: 3)
             let message = "the worker holding this job stopped heartbeating"
@@ -191,6 +202,6 @@ public enum RescueQuery {
         }
         let rescued = try await CompletionQuery.complete(completions, on: connection)
         try await connection.query("DELETE FROM wa_outbox.workers WHERE lease_expires_at < now() - interval '5 minutes'")
-        return rescued.count
+        return rescued.compactMap { candidates[$0] }
     }
 }

@@ -31,4 +31,14 @@ public struct QueueGauges: Sendable, Equatable {
             """)[0]
         return QueueGauges(queued: try row.decode(at: 0), oldestQueuedSeconds: try row.decode(at: 1))
     }
+
+    /// Whether some lane has work a worker could claim now or soon (its session active and not
+    /// known to be disconnected): `--exit-when-idle` goes on while it does.
+    public static func hasRunnableWork(in database: PostgresDatabase) async throws -> Bool {
+        let rows = try await database.query("""
+            SELECT EXISTS (SELECT 1 FROM wa_outbox.lanes l JOIN wa_outbox.sessions s ON s.id = l.session_id
+                           WHERE l.pending > 0 AND s.state = 'active' AND s.engine_status IN ('unknown', 'connected'))
+            """)
+        return try rows[0].decode(Bool.self, at: 0)
+    }
 }

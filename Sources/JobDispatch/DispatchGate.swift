@@ -8,8 +8,8 @@ import NIOConcurrencyHelpers
 /// request (body, headers, deadline timer, the client's bookkeeping): about 17 kB each, 6–7 MB of
 /// a worker's memory at 512. Here a waiting dispatch is one closure until a runner is free. Each
 /// runner is a child task of the worker that started it, so shutting the worker down cancels it.
-final class DispatchGate: Sendable {
-    typealias Work = @Sendable () async -> Void
+public final class DispatchGate: Sendable {
+    public typealias Work = @Sendable () async -> Void
 
     private struct State {
         var runners = 0
@@ -19,13 +19,13 @@ final class DispatchGate: Sendable {
     private let permits: Int
     private let state = NIOLockedValueBox(State())
 
-    init(permits: Int) {
+    public init(permits: Int) {
         self.permits = permits
     }
 
     /// Queues `work`. Returns a runner for the caller to start as a child task when fewer than
     /// `permits` are running, nil when a running one will take it.
-    func submit(_ work: @escaping Work) -> (@Sendable () async -> Void)? {
+    public func submit(_ work: @escaping Work) -> (@Sendable () async -> Void)? {
         let start = state.withLockedValue { state -> Bool in
             if state.runners < permits {
                 state.runners += 1
@@ -56,19 +56,19 @@ final class DispatchGate: Sendable {
     }
 
     /// Waiting work, for tests and shutdown logs.
-    var waitingCount: Int { state.withLockedValue { $0.waiting.count } }
+    public var waitingCount: Int { state.withLockedValue { $0.waiting.count } }
 }
 
 /// The gates of the engine servers one worker dispatches to.
-final class DispatchGates: Sendable {
+public final class DispatchGates: Sendable {
     private let gates = NIOLockedValueBox<[String: DispatchGate]>([:])
     private let permits: Int
 
-    init(permits: Int) {
+    public init(permits: Int) {
         self.permits = permits
     }
 
-    func gate(for host: String) -> DispatchGate {
+    public func gate(for host: String) -> DispatchGate {
         gates.withLockedValue { gates in
             if let gate = gates[host] { return gate }
             let gate = DispatchGate(permits: permits)
