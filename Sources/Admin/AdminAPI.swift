@@ -31,10 +31,8 @@ public enum AdminAPI {
             guard body.dryRun != true else { return try json(plan) }
             var report = OperationReport()
             report.skipped = plan.skipped
-            for start in stride(from: 0, to: plan.done.count, by: 500) {
-                report.done += try await JobQueries.replay(Array(plan.done[start..<min(start + 500, plan.done.count)]), actor: body.actor ?? "admin-api",
-                                                           reason: body.reason, newMessageID: body.newMessageId ?? false, in: database)
-            }
+            report.done = try await JobQueries.replayAll(plan.done, actor: body.actor ?? "admin-api", reason: body.reason,
+                                                         newMessageID: body.newMessageId ?? false, in: database)
             return try json(report)
         }
         api.post("/jobs/cancel") { request, context in

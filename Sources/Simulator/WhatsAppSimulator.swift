@@ -19,8 +19,8 @@ public struct SimulatorConfiguration: Sendable {
     /// Numbers starting with this are "not on WhatsApp".
     public var unknownNumberPrefix = "000"
     /// Edit and revoke windows, as WhatsApp's official apps allow.
-    public var editWindow: Duration = .seconds(15 * 60)
-    public var revokeWindow: Duration = .seconds(48 * 3600)
+    public var editWindow: Duration = MessageWindows.edit
+    public var revokeWindow: Duration = MessageWindows.revoke
     /// How long a send to a session that is not connected hangs before it is refused (WAHA: ~5 s).
     public var notConnectedDelay: Duration = .zero
     /// Receipts: the recipient's phone acknowledges a sent message after `deliveredAfter`, and

@@ -119,13 +119,12 @@ struct JobsCommand: AsyncParsableCommand {
                 print("would replay \(plan.done.count) jobs: \(plan.done.prefix(50).map(String.init).joined(separator: " "))\(plan.done.count > 50 ? " …" : "")")
                 return await db.close()
             }
-            var replayed = 0
-            for batch in stride(from: 0, to: plan.done.count, by: 500).map({ Array(plan.done[$0..<min($0 + 500, plan.done.count)]) }) {
-                replayed += try await JobQueries.replay(batch, actor: actor ?? environment["USER"] ?? "operator", reason: reason,
-                                                        newMessageID: newMessageID, in: db).count
-                if plan.done.count > 500 { FileHandle.standardError.write(Data("\rreplayed \(replayed)/\(plan.done.count)".utf8)) }
-            }
-            if plan.done.count > 500 { FileHandle.standardError.write(Data("\n".utf8)) }
+            let many = plan.done.count > JobQueries.replayBatch
+            let replayed = try await JobQueries.replayAll(plan.done, actor: actor ?? environment["USER"] ?? "operator", reason: reason,
+                                                          newMessageID: newMessageID, in: db) { count in
+                if many { FileHandle.standardError.write(Data("\rreplayed \(count)/\(plan.done.count)".utf8)) }
+            }.count
+            if many { FileHandle.standardError.write(Data("\n".utf8)) }
             await db.close()
             print("replayed \(replayed) jobs, skipped \(plan.skipped.count)")
         }

@@ -156,6 +156,22 @@ public enum JobQueries {
         return report
     }
 
+    /// Jobs replayed by one transaction of `replayAll`.
+    public static let replayBatch = 500
+
+    /// Replays `ids` in transactions of `replayBatch` jobs; `progress` gets the count so far after
+    /// each. Returns the ids replayed.
+    public static func replayAll(_ ids: [Int64], actor: String, reason: String, newMessageID: Bool, in database: PostgresDatabase,
+                                 progress: (Int) -> Void = { _ in }) async throws -> [Int64] {
+        var replayed: [Int64] = []
+        for start in stride(from: 0, to: ids.count, by: replayBatch) {
+            replayed += try await replay(Array(ids[start..<min(start + replayBatch, ids.count)]), actor: actor, reason: reason,
+                                         newMessageID: newMessageID, in: database)
+            progress(replayed.count)
+        }
+        return replayed
+    }
+
     /// Puts failed or canceled jobs back in the queue with a fresh attempt budget, a `queued`
     /// event and an audit entry, in one transaction per call. A send keeps its WhatsApp message
     /// id unless `newMessageID` is set, so a message that did arrive is not delivered twice.
