@@ -63,4 +63,45 @@ struct EngineVersionTests {
         await simulator.stop()
         await fixture.close()
     }
+
+    @Test func sessionsCheckSaysWhatWillWorkOnEachVersionAndAddWarns() async throws {
+        let fixture = try await Fixture.make()
+        let cli = try TestEnvironment.executable()
+        func run(_ arguments: String...) async throws -> Subprocess.Result {
+            try await Subprocess.run(cli, ["sessions"] + arguments + ["--database-url", fixture.url])
+        }
+        func works(_ output: String, _ operation: String) throws -> Bool? {
+            let check = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+            let operations = try #require(check["operations"] as? [[String: Any]])
+            return try #require(operations.first { $0["name"] as? String == operation })["works"] as? Bool
+        }
+        let waha = try await HTTPSimulator.start(["--dialect", "waha"])
+        #expect(try await waha.post("/sim/profile", #"{"profile":"waha-2024.10-core-webjs"}"#) == 200)
+        let added = try await run("add", "--id", "sales", "--org", "acme", "--engine", "waha", "--url", waha.baseURL)
+        #expect(added.status == 0, "\(added.output)")
+        #expect(added.output.contains("only the 'default' session"), "\(added.output)")
+        let sales = try await run("check", "--id", "sales", "--org", "acme")
+        #expect(sales.status == 0, "\(sales.output)")
+        let check = try JSONSerialization.jsonObject(with: Data(sales.output.utf8)) as? [String: Any]
+        #expect(check?["tier"] as? String == "CORE")
+        #expect(check?["backend"] as? String == "WEBJS")
+        #expect(check?["version"] as? String == "2024.10.8")
+        #expect(try works(sales.output, "send text") == false)
+        _ = try await run("add", "--id", "default", "--org", "acme", "--engine", "waha", "--url", waha.baseURL)
+        let main = try await run("check", "--id", "default", "--org", "acme")
+        #expect(try works(main.output, "send text") == true)
+        #expect(try works(main.output, "send poll") == false)
+        #expect(try works(main.output, "signed receipt webhooks") == false)
+
+        let wuzapi = try await HTTPSimulator.start(["--dialect", "wuzapi"])
+        #expect(try await wuzapi.post("/sim/profile", #"{"profile":"wuzapi-2025.05"}"#) == 200)
+        _ = try await run("add", "--id", "w1", "--org", "acme", "--engine", "wuzapi", "--url", wuzapi.baseURL)
+        let old = try await run("check", "--id", "w1", "--org", "acme")
+        #expect(old.output.contains("\"status\":\"connected\""), "\(old.output)")
+        #expect(try works(old.output, "edit") == false)
+        #expect(try works(old.output, "revoke another's") == false)
+        await waha.stop()
+        await wuzapi.stop()
+        await fixture.close()
+    }
 }

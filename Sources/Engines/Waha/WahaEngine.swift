@@ -181,6 +181,11 @@ public struct WahaEngine: SessionEngine {
         }
     }
 
+    /// A GET of `path`, its failures classified.
+    func get(_ path: String) async throws(DispatchFailure) -> Data {
+        try await call(.GET, path, body: nil, doing: "read \(path)")
+    }
+
     private func call(_ method: HTTPMethod, _ path: String, body: [String: EngineJSON]?, doing: String) async throws(DispatchFailure) -> Data {
         let (status, data) = try await http.call(method, path, json: body)
         if (200..<300).contains(status) { return data }

@@ -90,6 +90,11 @@ public struct WuzapiEngine: SessionEngine {
         chat.hasSuffix("@s.whatsapp.net") ? String(chat.dropLast("@s.whatsapp.net".count)) : chat
     }
 
+    /// A GET of `path`, its failures classified.
+    func get(_ path: String) async throws(DispatchFailure) -> Data {
+        try await call(.GET, path, body: nil)
+    }
+
     private func call(_ method: HTTPMethod, _ path: String, body: [String: EngineJSON]?) async throws(DispatchFailure) -> Data {
         let (status, data) = try await http.call(method, path, json: body)
         if (200..<300).contains(status) { return data }
