@@ -13,7 +13,7 @@ import TestSupport
 /// Every fixture of `Fixtures/engines/` replayed against the adapters (they send the fixture's
 /// request and read its answer into the fixture's outcome) and against the simulator (it answers
 /// as the fixture says the engine does).
-@Suite("Engine conformance: the engines' own answers, against the adapters and the simulator")
+@Suite("Engine conformance: the engines' own answers, against the adapters and the simulator", .serialized)
 struct EngineConformanceTests {
     enum Result {
         case sent(EngineReceipt), status(EngineSessionStatus), reconciled([EngineReceipt]), failed(DispatchFailure)

@@ -7,7 +7,7 @@ import Testing
 import TestSupport
 
 /// Whole jobs through a worker against the HTTP simulator answering as a given engine version.
-@Suite("Jobs against engine versions as they answer")
+@Suite("Jobs against engine versions as they answer", .serialized)
 struct EngineVersionTests {
     @Test func aWAHASessionThatIsNotRunningWaitsWithoutSpendingAttemptsAndShowsDisconnected() async throws {
         let fixture = try await Fixture.make()

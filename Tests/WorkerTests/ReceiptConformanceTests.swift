@@ -12,7 +12,7 @@ import TestSupport
 
 /// Receipts as the engines really send them: WAHA's error ack, and webhooks from engine versions
 /// that cannot sign.
-@Suite("Receipts from engines as they are")
+@Suite("Receipts from engines as they are", .serialized)
 struct ReceiptConformanceTests {
     /// One sent job of session `s`; its engine key id.
     static func sentJob(_ fixture: Fixture, session: String) async throws -> String {
