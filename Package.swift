@@ -82,9 +82,9 @@ let package = Package(
         .target(
             name: "Simulator",
             dependencies: [
-                "Engines", "OutboxCore", .product(name: "Hummingbird", package: "hummingbird"),
+                "Engines", "OutboxCore", "Receipts", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -176,6 +176,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings

@@ -101,3 +101,16 @@ enum EngineJSON: Encodable, Equatable {
         }
     }
 }
+
+/// What the engines' own error texts say about WhatsApp's answer.
+enum EngineErrors {
+    /// WhatsApp's code for a refused send, from the engine's own error text: whatsmeow's
+    /// `server returned error <code>` (its `ErrServerReturnedError`, passed on by wuzapi and WAHA
+    /// GOWS), or Baileys' `rate-overlimit` (WAHA NOWEB). Nil when the text has neither: a number
+    /// elsewhere in the text (a phone number, a message id) is never taken for a code.
+    static func whatsAppCode(in text: String) -> Int? {
+        if text.contains("rate-overlimit") { return 429 }
+        guard let range = text.range(of: "server returned error ") else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+}

@@ -34,6 +34,8 @@ public protocol SessionEngine: Sendable {
     /// The engine server this adapter calls (`scheme://host:port`), or nil for an engine inside the
     /// process. A worker dispatches to one server at most `EngineHosts.connectionsPerHost` at once.
     var host: String? { get }
+    /// What the engine says about itself and the session, and which operations will work there.
+    func check(session: String) async -> EngineCheck
 }
 
 extension SessionEngine {

@@ -17,6 +17,11 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case timeout
     /// The engine failed in a way that is not classified further.
     case engineError = "engine_error"
+    /// The engine (its version, its WhatsApp backend or its tier) lacks what the job needs: the
+    /// message names it. Retrying cannot help; another engine or tier can.
+    case engineUnsupported = "engine_unsupported"
+    /// After `sent`, the engine reported that the message was not delivered (WAHA's ack -1, ERROR).
+    case deliveryFailed = "delivery_failed"
     /// The worker holding the job died, on the last attempt. (As a retry's or deferral's code: it
     /// died or shut down mid-dispatch, so the message may have arrived.)
     case workerLost = "worker_lost"

@@ -5,12 +5,17 @@ import OutboxStore
 
 /// The engines' receipt webhooks: who signs them, and what they say.
 ///
-/// - WAHA posts `{"event": "message.ack", "session", "payload": {"id", "ack", "ackName"}}` and
-///   signs the raw body with HMAC-SHA512 in `X-Webhook-Hmac` (hex) when a webhook HMAC key is set.
-///   `ack` 2 (DEVICE) is delivered, 3 (READ) and 4 (PLAYED) are read.
+/// - WAHA posts `{"event": "message.ack" | "message.ack.group", "session", "payload": {"id", "ack",
+///   "ackName"}}` (newer versions send a group's receipts as `message.ack.group`) and signs the raw
+///   body with HMAC-SHA512 in `X-Webhook-Hmac` (hex) when a webhook HMAC key is set; WAHA Core
+///   before its HMAC support does not sign. `ack` 2 (DEVICE) is delivered, 3 (READ) and 4 (PLAYED)
+///   are read, -1 (ERROR) is undelivered.
 /// - wuzapi posts `{"type": "ReadReceipt", "state": "Delivered" | "Read", "event": {"MessageIDs"}}`
-///   (as JSON, or form-encoded in a `jsonData` field) and signs the raw body with HMAC-SHA256 in
-///   `x-hmac-signature` (hex). Its webhook is set per user, so the URL names our session.
+///   (as JSON, or form-encoded in a `jsonData` field) and, since late 2025 and only with a user HMAC
+///   key, signs the raw body with HMAC-SHA256 in `x-hmac-signature` (hex). Its webhook is set per
+///   user, so the URL names our session.
+/// - An engine that cannot sign posts to a URL that carries the session's own secret
+///   (`urlSecret`), so one leaked URL writes receipts for that session only.
 public enum ReceiptWebhook {
     public enum Engine: String, Sendable, CaseIterable {
         case waha, wuzapi
@@ -43,18 +48,32 @@ public enum ReceiptWebhook {
         return ConstantTime.equals(Array(signature(engine, body: body, secret: secret).utf8), Array(presented.lowercased().utf8))
     }
 
+    /// The secret in the URL of an unsigned webhook for `session`: HMAC-SHA256 (lowercase hex) of
+    /// `wa-outbox webhook url ENGINE SESSION` under the engine's webhook secret. Nothing to store:
+    /// the worker derives it again for each request (README, "Receipts", shows how to compute it).
+    public static func urlSecret(_ engine: Engine, session: String, secret: String) -> String {
+        signature(.wuzapi, body: Data("wa-outbox webhook url \(engine.rawValue) \(session)".utf8), secret: secret)
+    }
+
+    /// Whether `presented` is the URL secret of `session`, compared in constant time.
+    public static func verifyURLSecret(_ engine: Engine, session: String, presented: String, secret: String) -> Bool {
+        guard !secret.isEmpty else { return false }
+        return ConstantTime.equals(Array(urlSecret(engine, session: session, secret: secret).utf8), Array(presented.lowercased().utf8))
+    }
+
     /// The receipts in a webhook body; other events give none. `session` is the URL's (wuzapi).
     public static func receipts(_ engine: Engine, body: Data, session: String?) -> [ReceiptUpdate] {
         switch engine {
         case .waha:
             guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any],
-                  object["event"] as? String == "message.ack",
+                  ["message.ack", "message.ack.group"].contains(object["event"] as? String),
                   let session = (object["session"] as? String) ?? session,
                   let payload = object["payload"] as? [String: Any],
                   let id = (payload["id"] as? String) ?? ((payload["id"] as? [String: Any])?["_serialized"] as? String),
                   let ack = (payload["ack"] as? Int) ?? ackLevel(payload["ackName"] as? String) else { return [] }
             let level: ReceiptUpdate.Level
             switch ack {
+            case -1: level = .undelivered
             case 2: level = .delivered
             case 3, 4: level = .read
             default: return []
@@ -75,6 +94,7 @@ public enum ReceiptWebhook {
 
     private static func ackLevel(_ name: String?) -> Int? {
         switch name?.uppercased() {
+        case "ERROR": -1
         case "DEVICE": 2
         case "READ": 3
         case "PLAYED": 4

@@ -16,8 +16,9 @@ public struct SimulatorConfiguration: Sendable {
     public var ambiguousDelay: Duration = .seconds(3)
     /// Per-session operations per second before WhatsApp answers rate-overlimit (429); nil: none.
     public var rateLimitPerSecond: Int?
-    /// Numbers starting with this are "not on WhatsApp".
-    public var unknownNumberPrefix = "000"
+    /// Numbers starting with this are "not on WhatsApp". Off by default: neither WAHA nor wuzapi
+    /// checks that a recipient exists before sending.
+    public var unknownNumberPrefix: String?
     /// Edit and revoke windows, as WhatsApp's official apps allow.
     public var editWindow: Duration = MessageWindows.edit
     public var revokeWindow: Duration = MessageWindows.revoke
@@ -221,7 +222,7 @@ public final class WhatsAppSimulator: Sendable {
         switch operation {
         case .send(let id, let chat, let content):
             let number = chat.split(separator: "@").first.map(String.init) ?? ""
-            if chat.hasSuffix("@s.whatsapp.net") && number.hasPrefix(configuration.unknownNumberPrefix) {
+            if let prefix = configuration.unknownNumberPrefix, chat.hasSuffix("@s.whatsapp.net"), number.hasPrefix(prefix) {
                 throw .notOnWhatsApp(number)
             }
             if let existing = state.messages[id] {

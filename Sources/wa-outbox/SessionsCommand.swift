@@ -8,7 +8,7 @@ struct SessionsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sessions",
         abstract: "Register, inspect, change and remove WhatsApp sessions.",
-        subcommands: [Add.self, List.self, Show.self, Set.self, Remove.self]
+        subcommands: [Add.self, List.self, Show.self, Set.self, Remove.self, Check.self]
     )
 
     /// Per-session limits, shared by `add` and `set`; unset ones keep the worker's defaults.
@@ -79,7 +79,15 @@ struct SessionsCommand: AsyncParsableCommand {
             let reference = tokenEnv.map { "env:\($0)" } ?? tokenFile.map { "file:\($0)" }
             var record = SessionRecord(id: id, org: org, engine: engine, engineURL: url, credentialRef: reference, maxInFlight: maxInFlight)
             limits.apply(to: &record)
-            try await SessionsCommand.perform(database) { db throws(OutboxError) in try await SessionRegistry.upsert(record, in: db) }
+            try await SessionsCommand.perform(database) { db throws(OutboxError) in
+                try await SessionRegistry.upsert(record, in: db)
+                guard engine != "sim" else { return }
+                do throws(OutboxError) {
+                    SessionsCommand.warn(try await SessionsCommand.check(id, org: org, in: db))
+                } catch {
+                    print("warning: the engine could not be checked: \(error.message)")
+                }
+            }
             print("session \(id) registered")
         }
     }

@@ -217,3 +217,15 @@ func checkDeliveries(_ deliveries: [Delivery], jobs: [String: (id: Int64, sessio
     if outOfOrder > 0 { problems.append("\(outOfOrder) deliveries out of enqueue order within their chat") }
     return problems
 }
+
+extension HTTPSimulator {
+    /// Posts a JSON body to one of the simulator's control endpoints.
+    @discardableResult
+    func post(_ path: String, _ json: String) async throws -> UInt {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .POST
+        request.body = .bytes(ByteBuffer(string: json))
+        request.headers.add(name: "Content-Type", value: "application/json")
+        return try await HTTPClient.shared.execute(request, timeout: .seconds(5)).status.code
+    }
+}

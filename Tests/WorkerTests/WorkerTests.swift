@@ -89,7 +89,10 @@ struct WorkerTests {
     @Test func aRestrictedAccountPausesItsSessionAndAnUnknownNumberFails() async throws {
         let fixture = try await Fixture.make()
         try await fixture.addSessions(["restricted", "fine"])
-        let simulator = try WhatsAppSimulator()
+        // No engine refuses an unknown number; the simulator does when asked to, for this path.
+        var configuration = SimulatorConfiguration()
+        configuration.unknownNumberPrefix = "000"
+        let simulator = try WhatsAppSimulator(configuration: configuration)
         simulator.setStatus(.restricted, session: "restricted")
         try await fixture.enqueueTexts(count: 20, sessions: ["restricted"], chatsPerSession: 4)
         try await fixture.enqueueTexts(count: 20, sessions: ["fine"], chatsPerSession: 4)

@@ -24,7 +24,7 @@ public struct WahaEngine: SessionEngine {
 
     public func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
         let (method, path, body) = try Self.request(for: operation, session: session)
-        let data = try await call(method, path, body: body)
+        let data = try await call(method, path, body: body, doing: Self.describe(operation))
         guard case .send = operation else { return EngineReceipt(messageID: operation.messageID, timestamp: Date()) }
         guard let id = Self.messageID(in: data, chat: Self.chatID(operation.chat)) else {
             // Sent, but the answer names no id: the job succeeds; edits of it will fail clearly.
@@ -34,7 +34,14 @@ public struct WahaEngine: SessionEngine {
     }
 
     public func status(session: String) async throws(DispatchFailure) -> EngineSessionStatus {
-        let data = try await call(.GET, "/api/sessions/\(Self.pathComponent(session))", body: nil)
+        let data: Data
+        do {
+            data = try await call(.GET, "/api/sessions/\(Self.pathComponent(session))", body: nil, doing: "read the session's status")
+        } catch {
+            // 404 "We didn't find a session …": not running, so not connected.
+            if case .sessionNotConnected = error { return .disconnected }
+            throw error
+        }
         let status = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["status"] as? String
         return Self.sessionStatus(status ?? "")
     }
@@ -43,7 +50,7 @@ public struct WahaEngine: SessionEngine {
         guard case .send(_, let chat, let content) = operation else { return [] }
         let chatID = Self.chatID(chat)
         let path = "/api/\(Self.pathComponent(session))/chats/\(Self.pathComponent(chatID))/messages?limit=\(Self.reconcileWindow)&downloadMedia=false"
-        let data = try await call(.GET, path, body: nil)
+        let data = try await call(.GET, path, body: nil, doing: "list the chat's messages to see whether the timed-out attempt arrived")
         guard let messages = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else { return [] }
         // A minute of slack for clock skew between this host and the engine's.
         let earliest = since.timeIntervalSince1970 - 60
@@ -80,9 +87,36 @@ public struct WahaEngine: SessionEngine {
                 return (.POST, "/api/sendContactVcard", base.merging(["contacts": .array(contacts.map { .object(["vcard": .string($0.vcardText)]) })]) { $1 })
             }
         case .edit(let id, _, let text):
-            return (.PUT, "/api/\(pathComponent(session))/chats/\(pathComponent(chatID))/messages/\(pathComponent(id))", ["text": .string(text)])
-        case .revoke(let id, _, _):
-            return (.DELETE, "/api/\(pathComponent(session))/chats/\(pathComponent(chatID))/messages/\(pathComponent(id))", nil)
+            let message = serializedID(id, chat: chatID, sender: nil)
+            return (.PUT, "/api/\(pathComponent(session))/chats/\(pathComponent(chatID))/messages/\(pathComponent(message))", ["text": .string(text)])
+        case .revoke(let id, _, let sender):
+            let message = serializedID(id, chat: chatID, sender: sender)
+            return (.DELETE, "/api/\(pathComponent(session))/chats/\(pathComponent(chatID))/messages/\(pathComponent(message))", nil)
+        }
+    }
+
+    /// The id WAHA's edit and delete paths take (`parseMessageIdSerialized` in WAHA's
+    /// `src/core/utils/ids.ts`): an id WAHA gave us stays as it is; a bare key id (a message not
+    /// sent through the outbox) becomes `true_<chat>_<id>` for our own message, and
+    /// `false_<chat>_<id>` (direct chat) or `false_<chat>_<id>_<participant>` (group) for another's.
+    static func serializedID(_ id: String, chat: String, sender: String?) -> String {
+        if id.hasPrefix("true_") || id.hasPrefix("false_") { return id }
+        guard let sender else { return "true_\(chat)_\(id)" }
+        return chat.hasSuffix("@g.us") ? "false_\(chat)_\(id)_\(chatID(sender))" : "false_\(chat)_\(id)"
+    }
+
+    /// What an operation does, for error messages.
+    static func describe(_ operation: WhatsAppOperation) -> String {
+        switch operation {
+        case .send(_, _, let content):
+            switch content {
+            case .text: "send a text"
+            case .poll: "send a poll (sendPoll)"
+            case .location: "send a location (sendLocation)"
+            case .contacts: "send a contact (sendContactVcard)"
+            }
+        case .edit: "edit a message"
+        case .revoke: "revoke a message"
         }
     }
 
@@ -147,33 +181,65 @@ public struct WahaEngine: SessionEngine {
         }
     }
 
-    private func call(_ method: HTTPMethod, _ path: String, body: [String: EngineJSON]?) async throws(DispatchFailure) -> Data {
-        let (status, data) = try await http.call(method, path, json: body)
-        if (200..<300).contains(status) { return data }
-        throw Self.classify(status: status, body: String(decoding: data, as: UTF8.self))
+    /// A GET of `path`, its failures classified.
+    func get(_ path: String) async throws(DispatchFailure) -> Data {
+        try await call(.GET, path, body: nil, doing: "read \(path)")
     }
 
-    /// Maps WAHA's answers to the retry policy's classes. A session that is not WORKING answers 422
-    /// ("session status is not as expected"): wait for it, spend no attempt.
-    static func classify(status: UInt, body: String) -> DispatchFailure {
+    private func call(_ method: HTTPMethod, _ path: String, body: [String: EngineJSON]?, doing: String) async throws(DispatchFailure) -> Data {
+        let (status, data) = try await http.call(method, path, json: body)
+        if (200..<300).contains(status) { return data }
+        throw Self.classify(status: status, body: String(decoding: data, as: UTF8.self), doing: doing)
+    }
+
+    /// Maps WAHA's answers to the retry policy's classes from structured fields only: the status,
+    /// the text of WAHA's own error (an HttpException's `message`, the `error` of a session that
+    /// is not WORKING, the `exception.message` behind a 500) and WhatsApp's code inside it. Never
+    /// from the whole body: a 500 from `AllExceptionsFilter` echoes the request (chat id, text)
+    /// and a stack trace. `doing` names the operation in the messages.
+    static func classify(status: UInt, body: String, doing: String = "do this") -> DispatchFailure {
         let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-        let message = (object?["message"] as? String) ?? (object?["error"] as? String) ?? body
-        let text = message.lowercased()
-        if status == 429 || text.contains("rate-overlimit") { return .rateLimited(retryAfter: nil) }
-        if text.contains("463") || text.contains("restricted") { return .permanent(.accountRestricted, "WhatsApp restricted this account (463): \(message)") }
-        if status == 422 || text.contains("status is not as expected") || text.contains("session not found") || text.contains("not connected") {
-            return .sessionNotConnected(message)
+        let exception = object?["exception"] as? [String: Any]
+        let text: String = if let exception {
+            exception["message"] as? String ?? ""
+        } else if let message = object?["message"] as? String {
+            message
+        } else if let messages = object?["message"] as? [String] {
+            messages.joined(separator: "; ")
+        } else if let error = object?["error"] as? String {
+            error
+        } else {
+            object == nil ? String(body.prefix(200)) : ""
         }
-        if text.contains("not on whatsapp") || text.contains("not exist") || text.contains("invalid wid") {
-            return .permanent(.invalidRecipient, message)
+        if status == 429 { return .rateLimited(retryAfter: nil) }
+        switch EngineErrors.whatsAppCode(in: text) {
+        case 463: return .permanent(.accountRestricted, "WhatsApp restricted this account (463): \(text)")
+        case 429: return .rateLimited(retryAfter: nil)
+        default: break
         }
-        if text.contains("edit window") { return .permanent(.editWindowExpired, message) }
-        if text.contains("revoke window") { return .permanent(.revokeWindowExpired, message) }
         switch status {
-        case 400: return .permanent(.validationError, message)
-        case 401, 403: return .permanent(.engineError, "WAHA refused the API key: \(message)")
-        case 404: return .permanent(.notFound, message)
-        default: return .transient("WAHA answered \(status): \(message)")
+        case 404 where text.hasPrefix("We didn't find a session with name"):
+            return .sessionNotConnected("the WAHA session is not running: \(text.prefix { $0 != "\n" })")
+        case 422 where text.hasPrefix("Session status is not as expected"):
+            let state = (object?["status"] as? String).map { " (\($0))" } ?? ""
+            return .sessionNotConnected("the WAHA session is not WORKING\(state)")
+        case 422 where text.hasPrefix("The method is not implemented by the engine"):
+            return .permanent(.engineUnsupported, "this WAHA engine (WEBJS, NOWEB or GOWS) cannot \(doing): \(text)")
+        case 422 where text.contains("is available only in Plus version"):
+            return .permanent(.engineUnsupported, "WAHA Core cannot \(doing); it needs WAHA Plus: \(text)")
+        case 422 where text.hasPrefix("WAHA Core support only 'default' session"):
+            return .permanent(.engineUnsupported, "WAHA Core serves only the 'default' session; other sessions need WAHA Plus")
+        case 400 where text.hasPrefix("Enable NOWEB store"):
+            return .permanent(.engineUnsupported, "WAHA NOWEB without its store cannot \(doing), so the message is not sent again "
+                              + "(it may have arrived). Enable the NOWEB store, or retry the job by hand to send it anyway.")
+        case 500 where exception != nil && text.hasPrefix("Message id be in format"):
+            return .permanent(.validationError, "WAHA refused the message id: \(text)")
+        case 400, 422: return .permanent(.validationError, "WAHA refused the request (\(status)): \(text)")
+        case 401, 403: return .permanent(.engineError, "WAHA refused the API key: \(text)")
+        case 404: return .permanent(.notFound, text)
+        default:
+            let name = (exception?["name"] as? String).map { "\($0): " } ?? ""
+            return .transient("WAHA answered \(status): \(name)\(text)")
         }
     }
 }

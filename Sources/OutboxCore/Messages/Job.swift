@@ -30,6 +30,9 @@ public enum EventStatus: String, Sendable, Codable, CaseIterable {
     /// shown it. Never backwards: no `delivered` after `read`.
     case delivered
     case read
+    /// Final, after `sent`: the engine reported the message as not delivered (WAHA's ack -1),
+    /// with `delivery_failed`. The earlier `sent` stays.
+    case undelivered
 
     public static func success(for kind: JobKind) -> EventStatus {
         switch kind {

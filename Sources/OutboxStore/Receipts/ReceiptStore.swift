@@ -5,7 +5,9 @@ import PostgresClient
 /// A receipt for one sent message, found by its session and the message's key id.
 public struct ReceiptUpdate: Sendable, Equatable {
     public enum Level: Int16, Sendable, Comparable {
-        case delivered = 1, read = 2
+        /// `undelivered`: the engine reported after `sent` that the message was not delivered
+        /// (WAHA's ack -1). Final: it follows any other level and nothing follows it.
+        case delivered = 1, read = 2, undelivered = 3
         public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
     }
 
@@ -20,11 +22,12 @@ public struct ReceiptUpdate: Sendable, Equatable {
     }
 }
 
-/// Turns receipts into `message.status` events `delivered` and `read`.
+/// Turns receipts into `message.status` events `delivered`, `read` and `undelivered`.
 ///
 /// A job's `receipt` column only moves forward, under a row lock: a repeated webhook, or a
 /// `delivered` that arrives after `read`, writes nothing. A `read` for a message with no
-/// `delivered` yet writes both, in order (read implies delivered). A receipt that finds no sent
+/// `delivered` yet writes both, in order (read implies delivered). `undelivered` writes itself
+/// alone, with `delivery_failed`, after whatever was written before, and ends the sequence. A receipt that finds no sent
 /// job (it came before the job's completion was written, or the message is not ours) waits in
 /// `receipts_pending`; `applyPending` applies it once the job is there.
 public enum ReceiptStore {
@@ -107,10 +110,17 @@ public enum ReceiptStore {
                 RETURNING j.id, j.org, j.session_id, j.wa_message_id, j.attempts, l.old, l.level
             ),
             events AS (
-                INSERT INTO wa_outbox.events (org, session_id, job_id, wa_message_id, kind, status, attempt)
-                SELECT u.org, u.session_id, u.id, u.wa_message_id, 'send', CASE step WHEN 1 THEN 'delivered' ELSE 'read' END, u.attempts
-                FROM updated u, generate_series(u.old + 1, u.level) step
-                ORDER BY u.id, step
+                INSERT INTO wa_outbox.events (org, session_id, job_id, wa_message_id, kind, status, attempt, error_code, error_message)
+                SELECT u.org, u.session_id, u.id, u.wa_message_id, 'send', s.status, u.attempts, s.code, s.message
+                FROM updated u
+                CROSS JOIN LATERAL (
+                    SELECT step, CASE step WHEN 1 THEN 'delivered' ELSE 'read' END, NULL::text, NULL::text
+                    FROM generate_series(u.old + 1, u.level) step WHERE u.level <= 2
+                    UNION ALL
+                    SELECT 3, 'undelivered', 'delivery_failed', 'the engine reported the message as not delivered (WAHA ack -1, ERROR)'
+                    WHERE u.level = 3
+                ) s (step, status, code, message)
+                ORDER BY u.id, s.step
                 RETURNING 1
             )
             SELECT count(*)::int8 FROM events
