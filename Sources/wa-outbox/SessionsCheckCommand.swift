@@ -1,11 +1,11 @@
 import ArgumentParser
 import Engines
 import Foundation
+import JobDispatch
 import OutboxCore
 import OutboxStore
 import PostgresClient
 import Simulator
-import Worker
 
 extension SessionsCommand {
     /// `wa-outbox sessions check --id S --org O`: asks the session's engine for its version, engine
@@ -32,7 +32,7 @@ extension SessionsCommand {
         guard let record = found, record.org == org else { throw OutboxError(.notFound, "session \(id) does not exist in organization \(org)") }
         let simulator: WhatsAppSimulator
         do { simulator = try WhatsAppSimulator() } catch { throw OutboxError(.engineError, "\(error)") }
-        let engines = EngineDirectory(database: db, simulator: simulator, requestTimeout: .seconds(10))
+        let engines = engineDirectory(database: db, simulator: simulator, requestTimeout: .seconds(10))
         do {
             return await (try engines.context(for: id, settings: record)).engine.check(session: id)
         } catch {

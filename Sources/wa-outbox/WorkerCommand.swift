@@ -81,9 +81,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let db = try database.database(connections: 6, logger: logger)
         let sim = try WhatsAppSimulator(configuration: simulator.configuration, deliveryLog: simDeliveryLog.map { URL(fileURLWithPath: $0) })
         let requestTimeout = Duration.milliseconds(setting(requestTimeoutMilliseconds, "WA_OUTBOX_REQUEST_TIMEOUT_MS", 30_000))
-        var factories = EngineDirectory.httpEngines(requestTimeout: requestTimeout)
-        factories["sim"] = { _, _ in SimulatorEngine(simulator: sim) }
-        let engines = EngineDirectory(database: db, engines: factories, defaultLimits: limits.defaults)
+        let engines = engineDirectory(database: db, simulator: sim, requestTimeout: requestTimeout, defaultLimits: limits.defaults)
         var coordinator: Coordinator?
         if noLimits {
             logger.warning("--no-limits: running without rate limits, pacing or dispatch locks")
