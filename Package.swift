@@ -54,8 +54,8 @@ let package = Package(
             dependencies: ["CHiredis", "ConnectionKit", .product(name: "Logging", package: "swift-log"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
-        // The domain: jobs, payloads, error codes and the retry policy. Pure Swift, no I/O.
-        .target(name: "OutboxCore", swiftSettings: swiftSettings),
+        // The domain: jobs, payloads, error codes and the retry policy. No I/O (swift-crypto only to compare secrets).
+        .target(name: "OutboxCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         // The database side of the outbox: migrations, enqueue, claim, completion, events.
         .target(
             name: "OutboxStore",
