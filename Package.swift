@@ -105,11 +105,17 @@ let package = Package(
             dependencies: ["OutboxCore", "OutboxStore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
+        // What every HTTP surface shares (the admin port now, the gateway API next): the error envelope.
+        .target(
+            name: "HTTPSurface",
+            dependencies: ["OutboxCore", .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         // The worker's HTTP port: /healthz, /readyz, /metrics, the operator API, receipt webhooks.
         .target(
             name: "Admin",
             dependencies: [
-                "Worker", "OutboxStore", "PostgresClient", "RedisClient", "Coordination", "Receipts",
+                "Worker", "OutboxStore", "PostgresClient", "RedisClient", "Coordination", "Receipts", "HTTPSurface",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPSurface
 import Hummingbird
 import Logging
 import OutboxStore
@@ -27,7 +28,7 @@ enum ReceiptRoutes {
         let presented = request.headers[.init(engine.signatureHeader)!]
         guard let secret, ReceiptWebhook.verify(engine, body: body, presented: presented, secret: secret) else {
             context.logger.warning("receipt webhook refused: bad signature", metadata: ["engine": "\(engine.rawValue)"])
-            return json(.unauthorized, #"{"error":{"code":"unauthorized","message":"missing or wrong webhook signature"}}"#)
+            throw APIError.unauthorized("missing or wrong webhook signature")
         }
         let receipts = ReceiptWebhook.receipts(engine, body: body, session: session)
         let written = try await ReceiptStore.record(receipts, in: database)
