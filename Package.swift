@@ -54,6 +54,12 @@ let package = Package(
             dependencies: ["CHiredis", "ConnectionKit", .product(name: "Logging", package: "swift-log"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
+        // Output written from a dedicated thread: log lines and the simulator's delivery log.
+        .target(
+            name: "LineOutput",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         // The domain: jobs, payloads, error codes and the retry policy. No I/O (swift-crypto only to compare secrets).
         .target(name: "OutboxCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         // The database side of the outbox: migrations, enqueue, claim, completion, events.
@@ -82,7 +88,7 @@ let package = Package(
         .target(
             name: "Simulator",
             dependencies: [
-                "Engines", "OutboxCore", .product(name: "Hummingbird", package: "hummingbird"),
+                "Engines", "OutboxCore", "LineOutput", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -125,7 +131,7 @@ let package = Package(
             name: "wa-outbox",
             dependencies: [
                 "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "Worker", "Coordination", "Admin", "Receipts",
-                "CMallocTuning",
+                "CMallocTuning", "LineOutput",
                 .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -153,6 +159,11 @@ let package = Package(
         .testTarget(
             name: "RedisClientTests",
             dependencies: ["RedisClient", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LineOutputTests",
+            dependencies: ["LineOutput", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
