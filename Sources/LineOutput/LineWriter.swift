@@ -64,12 +64,13 @@ public final class LineWriter: @unchecked Sendable {
     public func write(bytes: UnsafeBufferPointer<UInt8>) {
         condition.withLock {
             if stopping { return }
+            // The writer thread sleeps only while there is nothing to write and nothing to report.
+            if buffer.isEmpty && droppedSinceNote == 0 { condition.signal() }
             if let limit, buffer.count + bytes.count > limit {
                 droppedSinceNote += 1
                 droppedTotal += 1
                 return
             }
-            if buffer.isEmpty { condition.signal() }
             buffer.append(contentsOf: bytes)
             accepted += UInt64(bytes.count)
         }

@@ -43,6 +43,9 @@ final class TestPipe: @unchecked Sendable {
         thread.start()
     }
 
+    /// What the drainer has read so far.
+    var text: String { String(decoding: drained.withLock { $0 }, as: UTF8.self) }
+
     /// Closes the write end and waits for the drainer to see the end; returns what it read.
     func finish() -> String {
         close(writeFD)
@@ -98,6 +101,29 @@ struct StructuredLogHandlerTests {
         #expect(dropped > 0)
         #expect(output.contains("\(dropped) lines dropped"))
         #expect(output.contains("after the reader came back"))
+    }
+
+    /// A line longer than the whole buffer is dropped even when the buffer is empty, and reported
+    /// without waiting for another line to wake the writer.
+    @Test func aLineLargerThanTheBufferIsDroppedAndReported() async throws {
+        let pipe = try TestPipe()
+        pipe.startDraining()
+        let writer = makeWriter(pipe)
+        // Once this is flushed, the writer thread is asleep: it holds its lock until it waits.
+        writer.write("first\n")
+        await writer.flush()
+        writer.write(String(repeating: "x", count: 128 << 10) + "\n")
+        let start = ContinuousClock.now
+        while !pipe.text.contains("1 lines dropped"), ContinuousClock.now - start < Self.deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        writer.write("short\n")
+        await writer.flush()
+        writer.stop()
+        let output = pipe.finish()
+        #expect(writer.droppedLines == 1)
+        #expect(output.hasPrefix("first\n1 lines dropped"), "the drop was not reported on its own: \(output.prefix(100))")
+        #expect(output.hasSuffix("short\n"))
     }
 
     @Test func everyLineArrivesInOrderWhenTheReaderKeepsUp() async throws {
