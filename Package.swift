@@ -54,8 +54,14 @@ let package = Package(
             dependencies: ["CHiredis", "ConnectionKit", .product(name: "Logging", package: "swift-log"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
-        // The domain: jobs, payloads, error codes and the retry policy. Pure Swift, no I/O.
-        .target(name: "OutboxCore", swiftSettings: swiftSettings),
+        // Output written from a dedicated thread: log lines and the simulator's delivery log.
+        .target(
+            name: "LineOutput",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // The domain: jobs, payloads, error codes and the retry policy. No I/O (swift-crypto only to compare secrets).
+        .target(name: "OutboxCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         // The database side of the outbox: migrations, enqueue, claim, completion, events.
         .target(
             name: "OutboxStore",
@@ -82,7 +88,7 @@ let package = Package(
         .target(
             name: "Simulator",
             dependencies: [
-                "Engines", "OutboxCore", "Receipts", .product(name: "Hummingbird", package: "hummingbird"),
+                "Engines", "OutboxCore", "Receipts", "LineOutput", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -118,11 +124,17 @@ let package = Package(
             dependencies: ["OutboxCore", "OutboxStore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
+        // What every HTTP surface shares (the admin port now, the gateway API next): the error envelope.
+        .target(
+            name: "HTTPSurface",
+            dependencies: ["OutboxCore", .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         // The worker's HTTP port: /healthz, /readyz, /metrics, the operator API, receipt webhooks.
         .target(
             name: "Admin",
             dependencies: [
-                "OutboxStore", "PostgresClient", "RedisClient", "Coordination", "Receipts",
+                "OutboxStore", "PostgresClient", "RedisClient", "Coordination", "Receipts", "HTTPSurface",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -132,7 +144,7 @@ let package = Package(
             name: "wa-outbox",
             dependencies: [
                 "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "JobDispatch", "Worker", "Coordination",
-                "Admin", "Receipts", "CMallocTuning",
+                "Admin", "Receipts", "CMallocTuning", "LineOutput",
                 .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -160,6 +172,11 @@ let package = Package(
         .testTarget(
             name: "RedisClientTests",
             dependencies: ["RedisClient", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LineOutputTests",
+            dependencies: ["LineOutput", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPSurface
 import Hummingbird
 import OutboxCore
 import OutboxStore
@@ -6,7 +7,8 @@ import PostgresClient
 
 /// The operator API on the admin port, for dashboards: the same list, show, replay, cancel and
 /// stats as the CLI. Every request needs `Authorization: Bearer <operator token>`; without a
-/// configured token the API answers 404 (disabled), and a wrong token gets 401.
+/// configured token the API answers 404 (disabled), and a wrong token gets 401. Errors are
+/// `APIError`s: the gateway's envelope, `{"error":{"code","message","details"}}`.
 public enum AdminAPI {
     public static func register(on router: Router<BasicRequestContext>, database: PostgresDatabase, token: String?) {
         let api = router.group("/admin")
@@ -20,7 +22,7 @@ public enum AdminAPI {
             try authorize(request, token)
             guard let id = context.parameters.get("id", as: Int64.self),
                   let detail = try await JobQueries.show(id, includePayload: request.uri.queryParameters.get("show_body") == "true", in: database) else {
-                throw failure(.notFound, .notFound, "no such job")
+                throw APIError.notFound("no such job")
             }
             return try json(detail)
         }
@@ -63,16 +65,16 @@ public enum AdminAPI {
         func jobFilter() throws -> JobFilter {
             var filter = JobFilter()
             filter.ids = ids
-            filter.states = try state.map { try $0.map { guard let s = JobState(rawValue: $0) else { throw failure(.badRequest, .validationError, "unknown state \($0)") }; return s } }
+            filter.states = try state.map { try $0.map { guard let s = JobState(rawValue: $0) else { throw APIError.validation("unknown state \($0)") }; return s } }
             filter.org = org
             filter.session = session
             filter.chat = chat
-            filter.kind = try kind.map { guard let k = JobKind(rawValue: $0) else { throw failure(.badRequest, .validationError, "unknown kind \($0)") }; return k }
+            filter.kind = try kind.map { guard let k = JobKind(rawValue: $0) else { throw APIError.validation("unknown kind \($0)") }; return k }
             filter.errorCode = errorCode
             guard ids != nil || state != nil || org != nil || session != nil || chat != nil || kind != nil || errorCode != nil else {
-                throw failure(.badRequest, .validationError, "name the jobs: ids, state, org, session, chat, kind or errorCode")
+                throw APIError.validation("name the jobs: ids, state, org, session, chat, kind or errorCode")
             }
-            guard !reason.trimmingCharacters(in: .whitespaces).isEmpty else { throw failure(.badRequest, .validationError, "reason is required") }
+            guard !reason.trimmingCharacters(in: .whitespaces).isEmpty else { throw APIError.validation("reason is required") }
             return filter
         }
     }
@@ -81,7 +83,7 @@ public enum AdminAPI {
         var filter = JobFilter()
         let states = query.getAll("state")
         if !states.isEmpty {
-            filter.states = try states.map { guard let s = JobState(rawValue: $0) else { throw failure(.badRequest, .validationError, "unknown state \($0)") }; return s }
+            filter.states = try states.map { guard let s = JobState(rawValue: $0) else { throw APIError.validation("unknown state \($0)") }; return s }
         }
         filter.org = query.get("org")
         filter.session = query.get("session")
@@ -92,11 +94,11 @@ public enum AdminAPI {
     }
 
     static func authorize(_ request: Request, _ token: String?) throws {
-        guard let token, !token.isEmpty else { throw failure(.notFound, .notFound, "the admin API is disabled: set WA_OUTBOX_ADMIN_TOKEN") }
+        guard let token, !token.isEmpty else { throw APIError.notFound("the admin API is disabled: set WA_OUTBOX_ADMIN_TOKEN") }
         let header = request.headers[.authorization] ?? ""
         let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
         guard ConstantTime.equals(Array(presented.utf8), Array(token.utf8)) else {
-            throw failure(.unauthorized, .validationError, "missing or wrong operator token")
+            throw APIError.unauthorized("missing or wrong operator token")
         }
     }
 
@@ -106,9 +108,5 @@ public enum AdminAPI {
         var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
         response.headers[.contentType] = "application/json"
         return response
-    }
-
-    static func failure(_ status: HTTPResponse.Status, _ code: ErrorCode, _ message: String) -> HTTPError {
-        HTTPError(status, message: #"{"error":{"code":"\#(code.rawValue)","message":"\#(message.replacingOccurrences(of: "\"", with: "'"))"}}"#)
     }
 }

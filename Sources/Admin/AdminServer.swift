@@ -1,5 +1,6 @@
 import Coordination
 import Foundation
+import HTTPSurface
 import Hummingbird
 import OutboxStore
 import PostgresClient
@@ -20,6 +21,8 @@ public enum AdminServer {
                               registry: PrometheusCollectorRegistry, operatorToken: String?,
                               webhookSecrets: [ReceiptWebhook.Engine: String] = [:]) -> Router<BasicRequestContext> {
         let router = Router()
+        // Before the routes: Hummingbird applies it to the routes added after it.
+        router.add(middleware: APIErrorMiddleware())
         AdminAPI.register(on: router, database: database, token: operatorToken)
         ReceiptRoutes.register(on: router, database: database, secrets: webhookSecrets)
         router.get("/healthz") { _, _ in "ok\n" }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPSurface
 import Hummingbird
 import Logging
 import OutboxStore
@@ -46,7 +47,7 @@ enum ReceiptRoutes {
         }
         guard authentic else {
             context.logger.warning("receipt webhook refused: bad signature", metadata: ["engine": "\(engine.rawValue)"])
-            return json(.unauthorized, #"{"error":{"code":"unauthorized","message":"missing or wrong webhook signature"}}"#)
+            throw APIError.unauthorized("missing or wrong webhook signature")
         }
         let receipts = ReceiptWebhook.receipts(engine, body: body, session: session)
         if urlSecret != nil, receipts.contains(where: { $0.session != session }) {

@@ -18,16 +18,26 @@ public enum ConnectionPoolError: Error, CustomStringConvertible {
 /// Guarantees:
 /// - a leased connection is used by exactly one task until it is returned, so callers never share
 ///   a connection concurrently;
+/// - never more than `maxConnections` open at once: a slot counts from the moment a connection
+///   starts opening until a broken one has finished closing, and a slot freed while tasks wait
+///   passes to the first waiter still counted, so a newcomer cannot take it;
 /// - connections are opened lazily and a broken one is closed, never reused; when one breaks, the
 ///   idle ones are closed as well, because a server restart breaks them all at once and each would
 ///   otherwise fail one more caller before being noticed;
-/// - waiters are served in arrival order.
+/// - waiters are served in arrival order, and a waiter whose task is cancelled leaves the queue at
+///   once with `CancellationError`.
 public actor ConnectionPool<Connection: PooledConnection> {
     public typealias Factory = @Sendable () async throws -> Connection
 
     private enum Grant {
         case connection(Connection)
+        /// A slot already counted in `open`, for the waiter to open a connection in.
         case openNew
+    }
+
+    private struct Waiter {
+        var id: UInt64
+        var continuation: CheckedContinuation<Grant, any Error>
     }
 
     private let maxConnections: Int
@@ -35,8 +45,10 @@ public actor ConnectionPool<Connection: PooledConnection> {
     private let logger: Logger
     private let name: String
     private var idle: [Connection] = []
+    /// Slots in use: idle, leased, being opened, or broken and being closed.
     private var open = 0
-    private var waiters: [CheckedContinuation<Grant, any Error>] = []
+    private var waiters: [Waiter] = []
+    private var nextWaiterID: UInt64 = 0
     private var isClosed = false
 
     public init(name: String, maxConnections: Int, logger: Logger, factory: @escaping Factory) {
@@ -68,60 +80,87 @@ public actor ConnectionPool<Connection: PooledConnection> {
         let toClose = idle
         idle.removeAll()
         open -= toClose.count
-        for waiter in waiters { waiter.resume(throwing: ConnectionPoolError.closed) }
+        for waiter in waiters { waiter.continuation.resume(throwing: ConnectionPoolError.closed) }
         waiters.removeAll()
         for connection in toClose { await connection.close() }
     }
 
-    /// Number of connections currently open (idle or leased).
+    /// Number of connection slots in use (idle, leased, opening or closing).
     public var openConnections: Int { open }
+
+    /// Number of tasks waiting for a connection.
+    public var waitingTasks: Int { waiters.count }
 
     private func lease() async throws -> Connection {
         guard !isClosed else { throw ConnectionPoolError.closed }
         if let connection = idle.popLast() { return connection }
         if open < maxConnections {
+            open += 1
             return try await openConnection()
         }
-        let grant = try await withCheckedThrowingContinuation { waiters.append($0) }
+        try Task.checkCancellation()
+        let id = nextWaiterID
+        nextWaiterID += 1
+        let grant = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { waiters.append(Waiter(id: id, continuation: $0)) }
+        } onCancel: {
+            // Runs after the waiter is queued (the actor is busy with `lease` until it suspends) or
+            // after it was served; `cancelWaiter` then finds nothing to do.
+            Task { await self.cancelWaiter(id) }
+        }
         switch grant {
         case .connection(let connection): return connection
         case .openNew: return try await openConnection()
         }
     }
 
-    /// Opens a connection in a slot already counted as open by the caller or counted here.
+    private func cancelWaiter(_ id: UInt64) {
+        guard let index = waiters.firstIndex(where: { $0.id == id }) else { return }
+        waiters.remove(at: index).continuation.resume(throwing: CancellationError())
+    }
+
+    /// Opens a connection in a slot the caller has already counted in `open`.
     private func openConnection() async throws -> Connection {
-        open += 1
         do {
             return try await factory()
         } catch {
-            open -= 1
-            // A waiter may now open a connection in the freed slot.
-            if !waiters.isEmpty { waiters.removeFirst().resume(returning: .openNew) }
+            freeSlots(1)
             throw error
         }
     }
 
-    private func release(_ connection: Connection) {
-        if connection.isBroken || isClosed {
-            open -= 1
-            var toClose = [connection]
-            if connection.isBroken {
-                toClose += idle
-                open -= idle.count
-                idle.removeAll()
-                logger.warning("connection broken; closing idle connections", metadata: [
-                    "pool": "\(name)", "pool.closed_idle": "\(toClose.count - 1)",
-                ])
+    /// Gives freed slots to waiters (still counted: a waiter opens in it) and uncounts the rest.
+    private func freeSlots(_ count: Int) {
+        for _ in 0..<count {
+            if !waiters.isEmpty && !isClosed {
+                waiters.removeFirst().continuation.resume(returning: .openNew)
+            } else {
+                open -= 1
             }
-            Task { for connection in toClose { await connection.close() } }
-            if !waiters.isEmpty && !isClosed { waiters.removeFirst().resume(returning: .openNew) }
+        }
+    }
+
+    private func release(_ connection: Connection) {
+        guard connection.isBroken || isClosed else {
+            if !waiters.isEmpty {
+                waiters.removeFirst().continuation.resume(returning: .connection(connection))
+            } else {
+                idle.append(connection)
+            }
             return
         }
-        if !waiters.isEmpty {
-            waiters.removeFirst().resume(returning: .connection(connection))
-        } else {
-            idle.append(connection)
+        var toClose = [connection]
+        if connection.isBroken {
+            toClose += idle
+            idle.removeAll()
+            logger.warning("connection broken; closing idle connections", metadata: [
+                "pool": "\(name)", "pool.closed_idle": "\(toClose.count - 1)",
+            ])
+        }
+        // The slots stay counted until the connections are closed.
+        Task {
+            for connection in toClose { await connection.close() }
+            self.freeSlots(toClose.count)
         }
     }
 }

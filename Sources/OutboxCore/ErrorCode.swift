@@ -1,7 +1,9 @@
 /// The stable error codes of the gateway API, as they appear in `message.status` events, in
-/// `SendResult` errors, and in the SQL function's SQLSTATEs.
+/// `SendResult` errors, in the SQL function's SQLSTATEs, and in HTTP error bodies.
 public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case validationError = "validation_error"
+    /// An HTTP request without the right credentials (token or signature).
+    case unauthorized
     case notFound = "not_found"
     case notImplemented = "not_implemented"
     case rateLimited = "rate_limited"
@@ -28,6 +30,8 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case canceled
     /// Internal, for deferrals only: another process holds this message's dispatch lock.
     case dispatchInProgress = "dispatch_in_progress"
+    /// An HTTP request failed on the server's side; the message does not say more.
+    case internalError = "internal_error"
 
     /// The SQLSTATE that `wa_outbox.enqueue` raises for this code, if any.
     public static func fromSQLState(_ state: String?) -> ErrorCode? {

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import Engines
 import Foundation
+import LineOutput
 import OutboxCore
 import Synchronization
 
@@ -67,7 +68,8 @@ public struct Delivery: Sendable, Codable, Equatable {
 /// - Sessions can be disconnected or restricted (463); a session over `rateLimitPerSecond` gets
 ///   rate-overlimit (429).
 /// - Transient errors happen before delivery; ambiguous timeouts after it.
-/// Every accepted operation is appended to the delivery log (JSON lines) when one is given.
+/// Every accepted operation is appended to the delivery log (JSON lines) when one is given; the
+/// log is written from a thread of its own (`LineWriter`), so an operation never waits for the disk.
 public final class WhatsAppSimulator: Sendable {
     public let configuration: SimulatorConfiguration
 
@@ -112,20 +114,25 @@ public final class WhatsAppSimulator: Sendable {
         var edits = 0
         var revokes = 0
         var rateWindow: [String: (second: Int64, count: Int)] = [:]
-        var log: FileHandle?
-        var pendingLines: [UInt8] = []
     }
 
     private let state: NIOLockedValueBox<State>
+    private let deliveryLog: LineWriter?
 
     public init(configuration: SimulatorConfiguration = SimulatorConfiguration(), deliveryLog: URL? = nil) throws {
         self.configuration = configuration
-        var initial = State()
+        self.state = NIOLockedValueBox(State())
         if let deliveryLog {
-            FileManager.default.createFile(atPath: deliveryLog.path, contents: nil)
-            initial.log = try FileHandle(forWritingTo: deliveryLog)
+            let descriptor = open(deliveryLog.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            self.deliveryLog = LineWriter(fileDescriptor: descriptor, capacity: .unbounded, closesDescriptor: true, name: "sim-delivery-log")
+        } else {
+            self.deliveryLog = nil
         }
-        self.state = NIOLockedValueBox(initial)
+    }
+
+    deinit {
+        deliveryLog?.stop()
     }
 
     public struct Stats: Sendable, Codable, Equatable {
@@ -174,13 +181,9 @@ public final class WhatsAppSimulator: Sendable {
         state.withLockedValue { $0.sessionStates[session] ?? .connected }
     }
 
-    /// Writes buffered delivery-log lines.
-    public func flush() {
-        state.withLockedValue { state in
-            guard let log = state.log, !state.pendingLines.isEmpty else { return }
-            log.write(Data(state.pendingLines))
-            state.pendingLines.removeAll(keepingCapacity: true)
-        }
+    /// Returns once every delivery so far is in the delivery log.
+    public func flush() async {
+        await deliveryLog?.flush()
     }
 
     /// Performs an operation: the shared core of every dialect.
@@ -237,7 +240,7 @@ public final class WhatsAppSimulator: Sendable {
             hasher.combine("\(content)")
             if !state.contents.insert(hasher.finalize()).inserted { state.deliveredTwice += 1 }
             state.delivered += 1
-            record(Delivery(session: session, chat: chat, id: id, kind: "send", type: content.typeName, time: now.timeIntervalSince1970), into: &state)
+            record(Delivery(session: session, chat: chat, id: id, kind: "send", type: content.typeName, time: now.timeIntervalSince1970))
         case .edit(let id, let chat, _):
             guard let message = state.messages[id], message.session == session, message.chat == chat, !message.revoked else {
                 throw .messageNotFound(id)
@@ -245,7 +248,7 @@ public final class WhatsAppSimulator: Sendable {
             guard message.type == "text" else { throw .notEditable("only text messages can be edited; \(id) is a \(message.type)") }
             guard now.timeIntervalSince(message.sentAt) <= configuration.editWindow.seconds else { throw .editWindowPassed(id) }
             state.edits += 1
-            record(Delivery(session: session, chat: chat, id: id, kind: "edit", type: nil, time: now.timeIntervalSince1970), into: &state)
+            record(Delivery(session: session, chat: chat, id: id, kind: "edit", type: nil, time: now.timeIntervalSince1970))
         case .revoke(let id, let chat, let sender):
             if sender == nil {
                 guard let message = state.messages[id], message.session == session, message.chat == chat else {
@@ -255,7 +258,7 @@ public final class WhatsAppSimulator: Sendable {
                 state.messages[id]?.revoked = true
             }
             state.revokes += 1
-            record(Delivery(session: session, chat: chat, id: id, kind: "revoke", type: nil, time: now.timeIntervalSince1970), into: &state)
+            record(Delivery(session: session, chat: chat, id: id, kind: "revoke", type: nil, time: now.timeIntervalSince1970))
         }
         return EngineReceipt(messageID: operation.messageID, timestamp: now)
     }
@@ -272,14 +275,11 @@ public final class WhatsAppSimulator: Sendable {
         }
     }
 
-    private func record(_ delivery: Delivery, into state: inout State) {
-        guard state.log != nil, let line = try? JSONEncoder().encode(delivery) else { return }
-        state.pendingLines.append(contentsOf: line)
-        state.pendingLines.append(UInt8(ascii: "\n"))
-        if state.pendingLines.count > 64 * 1024 {
-            state.log?.write(Data(state.pendingLines))
-            state.pendingLines.removeAll(keepingCapacity: true)
-        }
+    /// Queues a delivery-log line; called under the state lock, so lines are in delivery order.
+    private func record(_ delivery: Delivery) {
+        guard let deliveryLog, var line = try? JSONEncoder().encode(delivery) else { return }
+        line.append(UInt8(ascii: "\n"))
+        line.withUnsafeBytes { deliveryLog.write(bytes: $0.bindMemory(to: UInt8.self)) }
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import LineOutput
 import ServiceLifecycle
 import UnixSignals
 import Simulator
@@ -37,9 +38,9 @@ struct SimulatorCommand: AsyncParsableCommand {
         )
         let group = ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
         try await group.run()
-        sim.flush()
+        await sim.flush()
         let stats = sim.stats
-        FileHandle.standardError.write(Data("simulator: delivered \(stats.delivered), suppressed duplicates \(stats.suppressedDuplicates), delivered twice \(stats.deliveredTwice)\n".utf8))
+        LogSetup.standardError.write(("simulator: delivered \(stats.delivered), suppressed duplicates \(stats.suppressedDuplicates), delivered twice \(stats.deliveredTwice)\n"))
     }
 
     private func router(_ sim: WhatsAppSimulator) -> Router<BasicRequestContext> {

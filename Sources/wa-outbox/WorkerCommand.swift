@@ -118,8 +118,13 @@ struct WorkerCommand: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
-        defer { sim.flush() }
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await sim.flush()
+            throw error
+        }
+        await sim.flush()
         await db.close()
     }
 

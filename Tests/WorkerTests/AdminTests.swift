@@ -101,6 +101,83 @@ struct AdminTests {
         await fixture.close()
     }
 
+    /// The error envelope every HTTP surface answers with: `{"error":{"code","message","details"}}`.
+    struct ErrorBody: Decodable {
+        struct Content: Decodable {
+            var code: String
+            var message: String
+            var details: [String: String]
+        }
+        var error: Content
+    }
+
+    func errorBody(_ answer: (UInt, String)) throws -> ErrorBody {
+        do {
+            return try JSONDecoder().decode(ErrorBody.self, from: Data(answer.1.utf8))
+        } catch {
+            Issue.record("not the error envelope (status \(answer.0)): \(answer.1)")
+            throw error
+        }
+    }
+
+    @Test func errorsAnswerWithOneEnvelopeAndStableCodes() async throws {
+        let fixture = try await Fixture.make()
+        let port = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
+                                            [TestEnvironment.repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"])
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let admin = "http://127.0.0.1:\(port)"
+        let token = "s3cret-operator-token"
+        let worker = try OutboxProcess(["worker", "--database-url", fixture.url, "--admin-listen", "127.0.0.1:\(port)", "--poll-interval-ms", "100"],
+                                       environment: ["WA_OUTBOX_ADMIN_TOKEN": token, "WA_OUTBOX_WUZAPI_WEBHOOK_SECRET": "hook-secret"])
+        for _ in 0..<400 {
+            if (try? await get(admin + "/healthz"))?.0 == 200 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+
+        let unauthorized = try await get(admin + "/admin/stats")
+        #expect(unauthorized.0 == 401)
+        let wrongToken = try errorBody(try await call("GET", admin + "/admin/stats", token: token + "x"))
+        #expect(wrongToken.error.code == "unauthorized")
+        #expect(wrongToken.error.message == "missing or wrong operator token")
+        #expect(try errorBody(unauthorized).error.code == "unauthorized")
+
+        let missing = try await call("GET", admin + "/admin/jobs/987654321", token: token)
+        #expect(missing.0 == 404)
+        #expect(try errorBody(missing).error.code == "not_found")
+        #expect(try errorBody(missing).error.message == "no such job")
+
+        let unnamed = try await call("POST", admin + "/admin/jobs/replay", token: token, body: #"{"reason":"why not"}"#)
+        #expect(unnamed.0 == 400)
+        #expect(try errorBody(unnamed).error.code == "validation_error")
+        #expect(try errorBody(unnamed).error.message == "name the jobs: ids, state, org, session, chat, kind or errorCode")
+
+        let badState = try await call("GET", admin + "/admin/jobs?state=sleeping", token: token)
+        #expect(badState.0 == 400)
+        #expect(try errorBody(badState).error.message == "unknown state sleeping")
+
+        // A body that is not JSON: the framework's decoding error, in the same envelope.
+        let malformed = try await call("POST", admin + "/admin/jobs/cancel", token: token, body: "{not json")
+        #expect(malformed.0 == 400)
+        #expect(try errorBody(malformed).error.code == "validation_error")
+
+        let noRoute = try await call("GET", admin + "/admin/no-such-thing", token: token)
+        #expect(noRoute.0 == 404)
+        #expect(try errorBody(noRoute).error.code == "not_found")
+
+        var unsigned = HTTPClientRequest(url: admin + "/webhooks/wuzapi/s1")
+        unsigned.method = .POST
+        unsigned.body = .bytes(ByteBuffer(string: #"{"type":"ReadReceipt"}"#))
+        let response = try await HTTPClient.shared.execute(unsigned, timeout: .seconds(10))
+        let webhook = (response.status.code, String(buffer: try await response.body.collect(upTo: 1 << 20)))
+        #expect(webhook.0 == 401)
+        #expect(try errorBody(webhook).error.code == "unauthorized")
+        #expect(try errorBody(webhook).error.message == "missing or wrong webhook signature")
+
+        worker.signal(SIGTERM)
+        #expect(await worker.exitStatus() == 0)
+        await fixture.close()
+    }
+
     @Test func readinessFollowsRedisDownAndBackUp() async throws {
         let redis = try await PrivateServer.start(.redis)
         let fixture = try await Fixture.make()

@@ -68,7 +68,7 @@ struct CoordinationTests {
         let simulator = try WhatsAppSimulator(deliveryLog: log)
         let limits = SessionLimits(ratePerSecond: 1_000, burst: 1_000, pacing: true, minGapMilliseconds: 100, maxGapMilliseconds: 200)
         try await fixture.drain(simulator: simulator, coordinator: try coordinator(), limits: limits)
-        simulator.flush()
+        await simulator.flush()
         let times = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
             .map { try JSONDecoder().decode(Delivery.self, from: Data($0.utf8)).time }.sorted()
         #expect(times.count == 30)
@@ -103,7 +103,7 @@ struct CoordinationTests {
         let restarted = Date()
         try await redisServer.start()
         _ = try await drained
-        simulator.flush()
+        await simulator.flush()
 
         let times = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
             .map { try JSONDecoder().decode(Delivery.self, from: Data($0.utf8)).time }

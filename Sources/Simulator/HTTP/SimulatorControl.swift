@@ -36,7 +36,7 @@ public enum SimulatorControl {
             return Reply(status: .ok, body: ["status": .string(status.rawValue)])
         }
         router.get("/sim/stats") { _, _ in
-            simulator.flush()
+            await simulator.flush()
             let stats = simulator.stats
             return Reply(status: .ok, body: ["delivered": .int(stats.delivered), "suppressedDuplicates": .int(stats.suppressedDuplicates),
                                               "edits": .int(stats.edits), "revokes": .int(stats.revokes), "deliveredTwice": .int(stats.deliveredTwice)])
