@@ -140,11 +140,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The gateway's HTTP API (`wa-outbox api`): messages, idempotency, authentication, events.
+        .target(
+            name: "GatewayAPI",
+            dependencies: [
+                "OutboxCore", "OutboxStore", "Coordination", "HTTPSurface", "PostgresClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "wa-outbox",
             dependencies: [
                 "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "JobDispatch", "Worker", "Coordination",
-                "Admin", "Receipts", "CMallocTuning", "LineOutput",
+                "Admin", "Receipts", "CMallocTuning", "LineOutput", "GatewayAPI",
                 .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -196,6 +207,16 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
             exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatewayAPITests",
+            dependencies: [
+                "GatewayAPI", "OutboxStore", "OutboxCore", "Coordination", "PostgresClient", "RedisClient", "TestSupport", "HTTPSurface",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

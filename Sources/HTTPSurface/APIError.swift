@@ -84,7 +84,12 @@ extension APIError {
         switch code {
         case .validationError, .editWindowExpired, .revokeWindowExpired, .invalidRecipient: .badRequest
         case .unauthorized: .unauthorized
+        case .forbidden: .forbidden
         case .notFound: .notFound
+        case .idempotencyKeyReused: .unprocessableContent
+        case .idempotencyKeyInUse, .sessionUnavailable, .accountRestricted: .conflict
+        case .payloadTooLarge: .contentTooLarge
+        case .headersTooLarge: .init(code: 431, reasonPhrase: "Request Header Fields Too Large")
         case .rateLimited: .tooManyRequests
         case .notImplemented: .notImplemented
         default: .internalServerError
@@ -93,7 +98,10 @@ extension APIError {
 
     static func code(of status: HTTPResponse.Status) -> ErrorCode {
         switch status.code {
-        case 401, 403: .unauthorized
+        case 401: .unauthorized
+        case 403: .forbidden
+        case 413: .payloadTooLarge
+        case 431: .headersTooLarge
         case 404, 405: .notFound
         case 429: .rateLimited
         case 501: .notImplemented

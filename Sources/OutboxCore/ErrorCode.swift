@@ -4,6 +4,15 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case validationError = "validation_error"
     /// An HTTP request without the right credentials (token or signature).
     case unauthorized
+    /// Authenticated, but the credential lacks the capability the route needs.
+    case forbidden
+    /// An idempotency key already used for a different request (422).
+    case idempotencyKeyReused = "idempotency_key_reused"
+    /// A request with the same idempotency key is still running (409).
+    case idempotencyKeyInUse = "idempotency_key_in_use"
+    /// A request body or headers over the API's bounds (413, 431).
+    case payloadTooLarge = "payload_too_large"
+    case headersTooLarge = "headers_too_large"
     case notFound = "not_found"
     case notImplemented = "not_implemented"
     case rateLimited = "rate_limited"
