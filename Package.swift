@@ -144,8 +144,8 @@ let package = Package(
         .target(
             name: "GatewayAPI",
             dependencies: [
-                "OutboxCore", "OutboxStore", "Coordination", "HTTPSurface", "PostgresClient",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                "OutboxCore", "OutboxStore", "Coordination", "HTTPSurface", "PostgresClient", "JobDispatch",
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -213,6 +213,7 @@ let package = Package(
             name: "GatewayAPITests",
             dependencies: [
                 "GatewayAPI", "OutboxStore", "OutboxCore", "Coordination", "PostgresClient", "RedisClient", "TestSupport", "HTTPSurface",
+                "Worker", "JobDispatch", "Simulator", .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

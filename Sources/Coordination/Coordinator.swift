@@ -229,24 +229,6 @@ public final class Coordinator: Sendable {
         }
     }
 
-    /// For the API tier's synchronous sends: consumes one send from the session's rate limit if it
-    /// allows one now, else returns how long to wait (the 429's Retry-After). Pacing does not
-    /// apply to a synchronous send: a person is waiting.
-    public func checkRate(session: String, limits: SessionLimits) async throws -> Duration? {
-        var unpaced = limits
-        unpaced.pacing = false
-        let probe = "sync-\(UUID().uuidString)"
-        switch await admit(session: session, messageID: probe, limits: unpaced) {
-        case .granted(let token):
-            await release([MessageLock(session: session, messageID: probe, token: token)])
-            return nil
-        case .wait(let delay, .coordinationUnavailable):
-            throw CoordinationUnavailable(retryAfter: delay)
-        case .wait(let delay, _):
-            return delay
-        }
-    }
-
     /// Runs `body` while holding the lock on an organization's idempotency key, waiting up to
     /// `wait` for a concurrent request with the same key to finish first. Combined with the outbox's
     /// unique key, the second request then returns the first one's result.
@@ -272,7 +254,7 @@ public final class Coordinator: Sendable {
         }
     }
 
-    private func markAvailable(_ value: Bool, _ error: (any Error)? = nil) {
+    func markAvailable(_ value: Bool, _ error: (any Error)? = nil) {
         let was = available.exchange(value, ordering: .relaxed)
         if was && !value {
             logger.error("Redis unavailable: dispatch paused until it is back (limits cannot be checked)", metadata: ["error": "\(error.map { "\($0)" } ?? "")"])
@@ -357,9 +339,6 @@ public final class Coordinator: Sendable {
         """
 }
 
-public struct CoordinationUnavailable: Error, Sendable {
-    public var retryAfter: Duration
-}
 
 public struct IdempotencyKeyBusy: Error, Sendable, CustomStringConvertible {
     public var key: String

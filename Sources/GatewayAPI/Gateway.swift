@@ -1,5 +1,6 @@
 import Coordination
 import HTTPSurface
+import HTTPTypes
 import Hummingbird
 import Logging
 import OutboxCore
@@ -16,13 +17,19 @@ public struct GatewayDependencies: Sendable {
     /// How long a synchronous request waits for WhatsApp before it answers with the job still
     /// running (the job carries on as an async one).
     public var syncTimeout: Duration
+    /// How long a request waits for another one with the same idempotency key before it answers 409.
+    public var idempotencyWait: Duration = .seconds(10)
+    /// Limits of sessions that set none of their own (the workers' defaults).
+    public var defaultLimits: SessionLimits
     public var logger: Logger
 
-    public init(database: PostgresDatabase, coordinator: Coordinator?, jobEvents: any JobEvents, syncTimeout: Duration = .seconds(25), logger: Logger) {
+    public init(database: PostgresDatabase, coordinator: Coordinator?, jobEvents: any JobEvents, syncTimeout: Duration = .seconds(25),
+                defaultLimits: SessionLimits = SessionLimits(), logger: Logger) {
         self.database = database
         self.coordinator = coordinator
         self.jobEvents = jobEvents
         self.syncTimeout = syncTimeout
+        self.defaultLimits = defaultLimits
         self.logger = logger
     }
 }
@@ -33,7 +40,8 @@ public enum Gateway {
         let router = Router(context: GatewayContext.self)
         router.add(middleware: APIErrorMiddleware<GatewayContext>())
         router.get("/healthz") { _, _ in "ok\n" }
-        _ = router.group("/api/v1").add(middleware: authenticate)
+        let api = router.group("/api/v1").add(middleware: authenticate)
+        MessageRoutes(dependencies).register(on: api)
         return router
     }
 }
@@ -44,6 +52,15 @@ extension GatewayContext {
         guard let principal else { throw APIError.unauthorized("missing or invalid credentials: send Authorization: Bearer <api key or login token>") }
         guard principal.capabilities.contains(capability) else {
             throw APIError(.forbidden, .forbidden, "this credential lacks the '\(capability.rawValue)' capability")
+        }
+        return principal
+    }
+
+    /// The caller, if it holds any of `capabilities`.
+    public func requireAny(_ capabilities: Set<Capability>) throws -> Principal {
+        guard let principal else { throw APIError.unauthorized("missing or invalid credentials: send Authorization: Bearer <api key or login token>") }
+        guard !principal.capabilities.isDisjoint(with: capabilities) else {
+            throw APIError(.forbidden, .forbidden, "this credential lacks the '\(capabilities.map(\.rawValue).sorted().joined(separator: "' or '"))' capability")
         }
         return principal
     }

@@ -55,6 +55,8 @@ public struct APIError: HTTPResponseError, Sendable, Equatable {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var response = Response(status: status, body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(envelope))))
         response.headers[.contentType] = "application/json"
+        // A 429 or 503 says when to come back, in the header as well as in `details`.
+        if let retryAfter = details["retryAfter"] { response.headers[.retryAfter] = retryAfter }
         return response
     }
 }
@@ -80,7 +82,8 @@ extension APIError {
         }
     }
 
-    static func status(of code: ErrorCode) -> HTTPResponse.Status {
+    /// The HTTP status each error code answers with.
+    public static func status(of code: ErrorCode) -> HTTPResponse.Status {
         switch code {
         case .validationError, .editWindowExpired, .revokeWindowExpired, .invalidRecipient: .badRequest
         case .unauthorized: .unauthorized

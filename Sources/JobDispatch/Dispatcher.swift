@@ -77,11 +77,11 @@ public final class Dispatcher: Sendable {
     /// lock, the others with the deferral that keeps their place without spending an attempt.
     public func admit(_ jobs: [PreparedJob]) async -> [Result<MessageLock?, OutcomeError>] {
         guard let coordinator else { return jobs.map { _ in .success(nil) } }
-        let requests = jobs.map { Coordinator.Request(session: $0.job.sessionID, messageID: $0.job.waMessageID, limits: $0.context.limits) }
+        let requests = jobs.map { Coordinator.Request(session: $0.job.sessionID, messageID: $0.job.kind.lockID(messageID: $0.job.waMessageID), limits: $0.context.limits) }
         return zip(jobs, await coordinator.admit(requests, holder: lockHolder)).map { prepared, admission in
             switch admission {
             case .granted(let token):
-                return .success(MessageLock(session: prepared.job.sessionID, messageID: prepared.job.waMessageID, token: token))
+                return .success(MessageLock(session: prepared.job.sessionID, messageID: prepared.job.kind.lockID(messageID: prepared.job.waMessageID), token: token))
             case .wait(let delay, let reason):
                 if reason == .coordinationUnavailable { DispatchMetrics.redisError() }
                 let code: ErrorCode = reason == .dispatchInProgress ? .dispatchInProgress : .rateLimited

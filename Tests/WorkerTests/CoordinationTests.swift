@@ -206,11 +206,15 @@ struct CoordinationTests {
 
     @Test func apiTierRateCheckAndIdempotencyLock() async throws {
         let coordinator = try coordinator()
-        // A synchronous send: allowed while the burst lasts, then a Retry-After for the 429.
-        let limits = SessionLimits(ratePerSecond: 1, burst: 2, pacing: true, minGapMilliseconds: 5_000, maxGapMilliseconds: 5_000)
-        #expect(try await coordinator.checkRate(session: "sync", limits: limits) == nil)
-        #expect(try await coordinator.checkRate(session: "sync", limits: limits) == nil)
-        let retryAfter = try #require(try await coordinator.checkRate(session: "sync", limits: limits))
+        // A synchronous send: the check only looks (the worker's admission consumes), so it allows
+        // while the burst lasts, then gives a Retry-After for the 429.
+        let limits = SessionLimits(ratePerSecond: 1, burst: 2, pacing: false)
+        #expect(try await coordinator.rateRetryAfter(session: "sync", limits: limits) == nil)
+        #expect(try await coordinator.rateRetryAfter(session: "sync", limits: limits) == nil, "a look must not consume")
+        for id in ["a", "b"] {
+            guard case .granted = await coordinator.admit(session: "sync", messageID: id, limits: limits) else { Issue.record("not admitted"); return }
+        }
+        let retryAfter = try #require(try await coordinator.rateRetryAfter(session: "sync", limits: limits))
         #expect(retryAfter > .milliseconds(500) && retryAfter <= .seconds(1))
 
         // Two requests with one Idempotency-Key: the second waits until the first is done.

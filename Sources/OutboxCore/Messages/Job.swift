@@ -2,6 +2,13 @@ import Foundation
 
 public enum JobKind: String, Sendable, Codable, CaseIterable {
     case send, edit, revoke
+
+    /// What the dispatch lock of a job of this kind on `messageID` is named. A send's lock keeps
+    /// its message from being sent twice and outlives the send; an edit or a revoke of that
+    /// message is another operation, with a lock of its own, so it never waits for the send's.
+    public func lockID(messageID: String) -> String {
+        self == .send ? messageID : "\(rawValue):\(messageID)"
+    }
 }
 
 /// A job's lifecycle. `succeeded`, `failed` and `canceled` are final; `failed` is the dead letter.

@@ -171,15 +171,16 @@ public enum RescueQuery {
         public var jobID: Int64
         public var sessionID: String
         public var messageID: String
+        public var kind: JobKind
         public var workerID: UUID
     }
 
     public static func rescue(limit: Int = 1_000, on connection: PostgresConnection) async throws -> [Rescued] {
         let rows = try await connection.query("""
-            SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.session_id, j.wa_message_id
+            SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.session_id, j.wa_message_id, j.kind
             FROM wa_outbox.lanes l
             CROSS JOIN LATERAL (
-                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state, j.session_id, j.wa_message_id FROM wa_outbox.jobs j
+                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state, j.session_id, j.wa_message_id, j.kind FROM wa_outbox.jobs j
                 WHERE j.id = l.running_job
                 OFFSET 0
             ) j
@@ -191,7 +192,8 @@ public enum RescueQuery {
         var candidates: [Int64: Rescued] = [:]
         for row in rows {
             candidates[try row.decode(at: 0)] = Rescued(jobID: try row.decode(at: 0), sessionID: try row.decode(at: 4),
-                                                         messageID: try row.decode(at: 5), workerID: try row.decode(at: 2))
+                                                         messageID: try row.decode(at: 5), kind: JobKind(rawValue: try row.decode(at: 6)) ?? .send,
+                                                         workerID: try row.decode(at: 2))
             let attempt: Int = try row.decode(at: 1)
             let maxAttempts: Int = try row.decode(at: 3)
             let message = "the worker holding this job stopped heartbeating"

@@ -95,9 +95,11 @@ public enum JobQueries {
         return try await database.query(query).map(summary)
     }
 
-    public static func show(_ id: Int64, includePayload: Bool = false, in database: PostgresDatabase) async throws -> JobDetail? {
+    /// One job with its events and audit trail; with `org`, only if the job is that organization's.
+    public static func show(_ id: Int64, org: String? = nil, includePayload: Bool = false, in database: PostgresDatabase) async throws -> JobDetail? {
         var filter = JobFilter()
         filter.ids = [id]
+        filter.org = org
         guard let job = try await list(filter, limit: 1, includePayload: includePayload, in: database).first else { return nil }
         let events = try await database.query("""
             SELECT id, org, session_id, job_id, wa_message_id, kind, status, attempt, error_code, error_message,

@@ -1,5 +1,6 @@
 import Coordination
 import Logging
+import OutboxCore
 import OutboxStore
 import PostgresClient
 
@@ -20,7 +21,7 @@ struct Rescuer: MaintenanceService {
         let jobs = try await database.withConnection { try await RescueQuery.rescue(on: $0) }
         guard !jobs.isEmpty else { return }
         if let coordinator {
-            await coordinator.releaseLocks(of: jobs.map { (session: $0.sessionID, messageID: $0.messageID, holder: $0.workerID.lockHolder) })
+            await coordinator.releaseLocks(of: jobs.map { (session: $0.sessionID, messageID: $0.kind.lockID(messageID: $0.messageID), holder: $0.workerID.lockHolder) })
         }
         WorkerMetrics.rescued(jobs.count)
         logger.warning("requeued jobs of a worker whose lease lapsed", metadata: ["count": "\(jobs.count)"])

@@ -1,0 +1,135 @@
+import Coordination
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import HTTPSurface
+import HTTPTypes
+import Hummingbird
+import JobDispatch
+import OutboxCore
+import OutboxStore
+import PostgresClient
+
+/// The seed's message endpoints: send (sync or `?async=true`), edit, revoke, and one message.
+///
+/// Every request becomes an outbox job, dispatched by the workers; a synchronous request waits for
+/// its job's final event. So chat order, session caps, pacing and the dispatch lock hold for
+/// synchronous sends exactly as for queued ones, and engine credentials never reach this tier.
+struct MessageRoutes {
+    let dependencies: GatewayDependencies
+
+    init(_ dependencies: GatewayDependencies) {
+        self.dependencies = dependencies
+    }
+
+    func register(on group: RouterGroup<GatewayContext>) {
+        group.post("/sessions/:session/messages") { request, context in try await send(request, context) }
+        group.patch("/sessions/:session/messages/:mid") { request, context in try await target(.edit, request, context) }
+        group.delete("/sessions/:session/messages/:mid") { request, context in try await target(.revoke, request, context) }
+        group.get("/messages/:outboxId") { request, context in try await show(request, context) }
+    }
+
+    private func send(_ request: Request, _ context: GatewayContext) async throws -> Response {
+        let principal = try context.require(.send)
+        let body = try SendBody(try await collect(request, context))
+        let mode = try Mode(request.uri.queryParameters["async"].map(String.init))
+        return try await submit(EnqueueRequest(org: principal.org, session: try context.parameters.require("session"), kind: .send,
+                                               payload: body.payload, idempotencyKey: try IdempotencyKeyHeader.parse(request.headers[.idempotencyKey])),
+                                mode: mode)
+    }
+
+    private func target(_ kind: JobKind, _ request: Request, _ context: GatewayContext) async throws -> Response {
+        let principal = try context.require(.send)
+        let payload = try SendBody.targeting(try context.parameters.require("mid"), kind: kind, body: try await collect(request, context))
+        return try await submit(EnqueueRequest(org: principal.org, session: try context.parameters.require("session"), kind: kind,
+                                               payload: payload, idempotencyKey: try IdempotencyKeyHeader.parse(request.headers[.idempotencyKey])),
+                                mode: .sync)
+    }
+
+    private func show(_ request: Request, _ context: GatewayContext) async throws -> Response {
+        let principal = try context.requireAny([.read, .send])
+        guard let id = Int64(try context.parameters.require("outboxId")),
+              let detail = try await JobQueries.show(id, org: principal.org, in: dependencies.database) else {
+            throw APIError.notFound("message not found")
+        }
+        let final = detail.events.last { FinalStatus.isFinal($0.status) }
+        let result = SendResult(outboxId: String(id), waMessageId: detail.job.waMessageId, status: final?.status ?? detail.job.state,
+                                replayed: false, timestamp: Int64(final?.timestamp ?? detail.job.createdAt.timeIntervalSince1970))
+        return try JSONResponse.make(.ok, MessageDetail(result: result, events: detail.events))
+    }
+
+    /// Enqueues (or finds the request an idempotency key already made) and answers: at once for
+    /// an async send, with the final result for a synchronous one.
+    private func submit(_ enqueue: EnqueueRequest, mode: Mode) async throws -> Response {
+        let session = try await SessionLookup.find(enqueue.session, org: enqueue.org, in: dependencies.database)
+        let run = { () async throws -> Response in
+            if let key = enqueue.idempotencyKey, let outboxID = try await IdempotencyCheck.existing(org: enqueue.org, key: key, in: dependencies.database) {
+                guard try await IdempotencyCheck.isSameRequest(outboxID: outboxID, as: enqueue, in: dependencies.database) else {
+                    throw APIError(.unprocessableContent, .idempotencyKeyReused,
+                                   "this Idempotency-Key was used for a different request; use a new key for a new request",
+                                   details: ["outboxId": String(outboxID)])
+                }
+                return try await answer(try await Outbox.enqueue(enqueue, in: dependencies.database), org: enqueue.org, mode: mode)
+            }
+            if mode == .sync { try await SyncAdmission.check(session, dependencies: dependencies) }
+            return try await answer(try await Outbox.enqueue(enqueue, in: dependencies.database), org: enqueue.org, mode: mode)
+        }
+        guard let key = enqueue.idempotencyKey, let coordinator = dependencies.coordinator else { return try await run() }
+        do {
+            return try await coordinator.withIdempotencyLock(org: enqueue.org, key: key, wait: dependencies.idempotencyWait, run)
+        } catch is IdempotencyKeyBusy {
+            throw APIError(.conflict, .idempotencyKeyInUse, "a request with this Idempotency-Key is still running; retry it later")
+        }
+    }
+
+    private func answer(_ result: SendResult, org: String, mode: Mode) async throws -> Response {
+        guard mode == .sync, let jobID = Int64(result.outboxId) else {
+            var queued = result
+            queued.mode = "async"
+            return try JSONResponse.make(.accepted, queued)
+        }
+        let deadline = ContinuousClock.now + dependencies.syncTimeout
+        guard let final = await dependencies.jobEvents.final(org: org, jobID: jobID, until: deadline) else {
+            // WhatsApp has not answered in time: the job goes on as an async one; its final
+            // status arrives on the event stream.
+            var pending = result
+            pending.mode = "async"
+            var response = try JSONResponse.make(.accepted, pending)
+            response.headers[.location] = "/api/v1/messages/\(result.outboxId)"
+            return response
+        }
+        return try FinalStatus.response(final, replayed: result.replayed)
+    }
+
+    private func collect(_ request: Request, _ context: GatewayContext) async throws -> Data {
+        do {
+            return Data(buffer: try await request.body.collect(upTo: context.maxUploadSize))
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, .payloadTooLarge, "the body is larger than \(context.maxUploadSize) bytes")
+        } catch is NIOTooManyBytesError {
+            throw APIError(.contentTooLarge, .payloadTooLarge, "the body is larger than \(context.maxUploadSize) bytes")
+        }
+    }
+}
+
+/// `?async=true` or the synchronous default.
+enum Mode: Equatable {
+    case sync, async
+
+    init(_ value: String?) throws {
+        switch value?.lowercased() {
+        case nil, "", "false", "0": self = .sync
+        case "true", "1": self = .async
+        default: throw APIError.validation("async must be true or false", details: ["field": "async"])
+        }
+    }
+}
+
+struct MessageDetail: Encodable {
+    var result: SendResult
+    var events: [StatusEvent]
+}
+
+extension HTTPField.Name {
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+}
