@@ -111,7 +111,7 @@ struct WorkerCommand: AsyncParsableCommand {
             let application = Application(router: router, configuration: .init(address: .hostname(admin.host, port: admin.port)), logger: logger)
             // A failing admin server ends the whole process (the group cancels the worker, which
             // then shuts down within its grace period), with an error that says what to change.
-            services.append(.init(service: AdminService(application: application, address: admin)))
+            services.append(.init(service: ListeningService(application: application, address: "\(admin)", option: "--admin-listen")))
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services,
@@ -166,22 +166,4 @@ struct AdminAddress: CustomStringConvertible {
     }
 
     var description: String { "\(host):\(port)" }
-}
-
-/// The admin server as a lifecycle service; a port already taken becomes an error that names the
-/// address and the option.
-struct AdminService: Service {
-    let application: Application<RouterResponder<BasicRequestContext>>
-    let address: AdminAddress
-
-    func run() async throws {
-        do {
-            try await application.run()
-        } catch let error as IOError where error.errnoCode == EADDRINUSE {
-            throw ValidationError("""
-                the admin port \(address) is already in use (another worker on this host?): give each worker its own \
-                --admin-listen HOST:PORT (env WA_OUTBOX_ADMIN_LISTEN), or 'off'
-                """)
-        }
-    }
 }
