@@ -97,7 +97,7 @@ struct MessageRoutesTests {
                             .unauthorized, "unauthorized")
             try expectError(try await post(client, "/api/v1/sessions/s1/messages", headers: headers(capabilities: "read")), .forbidden, "forbidden")
             try expectError(try await post(client, "/api/v1/sessions/s1/messages?async=maybe"), .badRequest, "validation_error", field: "async")
-            let huge = #"{"type":"text","chat":"1@s.whatsapp.net","text":""# + String(repeating: "x", count: 70_000) + #""}"#
+            let huge = #"{"type":"text","chat":"1@s.whatsapp.net","text":""# + String(repeating: "x", count: 600_000) + #""}"#
             try expectError(try await post(client, "/api/v1/sessions/s1/messages", body: huge), .contentTooLarge, "payload_too_large")
             try expectError(try await client.execute(uri: "/api/v1/sessions/s1/messages/3EB0AAAA", method: .patch, headers: headers(),
                                                      body: ByteBuffer(string: #"{"chat":"1@s.whatsapp.net"}"#)), .badRequest, "validation_error", field: "text")
