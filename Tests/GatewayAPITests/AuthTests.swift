@@ -14,10 +14,14 @@ import TestSupport
 
 /// A migrated database of the test's own.
 func migratedDatabase() async throws -> PostgresDatabase {
+    try await migratedDatabaseAndURL().database
+}
+
+func migratedDatabaseAndURL() async throws -> (database: PostgresDatabase, url: String) {
     let url = try await TestEnvironment.freshDatabase(prefix: "auth")
     let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 4, logger: TestEnvironment.logger)
     try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
-    return database
+    return (database, url)
 }
 
 /// A router with the authenticator in front of one route that needs `send`, answering the org.
@@ -96,6 +100,26 @@ struct APIKeyTests {
                 #expect(error.code == .validationError)
             }
         }
+        await db.close()
+    }
+
+    @Test func commandLine() async throws {
+        let (db, url) = try await migratedDatabaseAndURL()
+        let cli = try TestEnvironment.executable()
+        let created = try await Subprocess.run(cli, ["apikeys", "create", "--database-url", url, "--org", "acme", "--name", "crm", "--permissions", "send, read"])
+        #expect(created.status == 0)
+        let key = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let record = try #require(try await APIKeys.verify(key, in: db))
+        #expect(record.name == "crm" && record.permissions == ["read", "send"])
+
+        let listed = try await Subprocess.run(cli, ["apikeys", "list", "--database-url", url, "--org", "acme"])
+        #expect(listed.status == 0 && listed.output.contains(record.prefix) && !listed.output.contains(key))
+        let refused = try await Subprocess.run(cli, ["apikeys", "create", "--database-url", url, "--org", "acme", "--name", "x", "--permissions", "fly"])
+        #expect(refused.status != 0 && refused.output.contains("validation_error"))
+
+        let revoked = try await Subprocess.run(cli, ["apikeys", "revoke", "--database-url", url, "--id", String(record.id)])
+        #expect(revoked.status == 0)
+        #expect(try await APIKeys.verify(key, in: db) == nil)
         await db.close()
     }
 
@@ -201,6 +225,10 @@ struct LoginTokenTests {
         #expect(await refusal(tokens, try await sign { $0.org = nil })?.hasPrefix("login token names no organization") == true)
         // Signed by a key the JWKS does not hold, under a kid it does: the signature fails.
         #expect(await refusal(tokens, try await TestLoginClaims().signed(with: ES256PrivateKey(), kid: "k1")) == "login token signature or format invalid")
+        // An HMAC token under the JWKS key's kid: refused before any key is used.
+        let hmac = JWTKeyCollection()
+        await hmac.add(hmac: HMACKey(from: String(repeating: "s", count: 32)), digestAlgorithm: .sha256, kid: "k1")
+        #expect(await refusal(tokens, try await hmac.sign(TestLoginClaims(), kid: "k1")) == "login token algorithm not accepted")
         #expect(await refusal(tokens, "not.a.jwt") != nil)
         #expect(await refusal(tokens, "") != nil)
     }

@@ -22,7 +22,9 @@ public struct LoginTokens: Sendable {
     }
 
     public func principal(from token: String, now: Date = Date()) async throws(Refusal) -> Principal {
-        guard let kid = Self.kid(of: token) else { throw Refusal(reason: "malformed login token, or one without a kid") }
+        guard let header = Self.header(of: token), let kid = header.kid else { throw Refusal(reason: "malformed login token, or one without a kid") }
+        // Public-key algorithms only: a token can never make a JWKS key act as an HMAC secret, or go unsigned.
+        guard let alg = header.alg, Self.acceptedAlgorithms.contains(alg) else { throw Refusal(reason: "login token algorithm not accepted") }
         let claims: LoginClaims
         do {
             let collection = try await keys.keys(for: kid)
@@ -47,16 +49,18 @@ public struct LoginTokens: Sendable {
         return Principal(org: org, capabilities: capabilities, subject: "jwt:" + (claims.strings("sub").first ?? "?"))
     }
 
-    /// The `kid` of a compact JWS's header, read before anything is verified.
-    static func kid(of token: String) -> String? {
+    static let acceptedAlgorithms: Set<String> = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+    /// The header of a compact JWS, read before anything is verified.
+    static func header(of token: String) -> Header? {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let data = Data(base64URL: parts[0]),
-              let header = try? JSONDecoder().decode(Header.self, from: data) else { return nil }
-        return header.kid
+        guard parts.count == 3, let data = Data(base64URL: parts[0]) else { return nil }
+        return try? JSONDecoder().decode(Header.self, from: data)
     }
 
     struct Header: Decodable {
         var kid: String?
+        var alg: String?
     }
 }
 
