@@ -35,7 +35,8 @@ func authenticatedRouter(_ authenticator: Authenticator) -> Router<GatewayContex
     return router
 }
 
-/// The status and error code (or body) a GET of /api/v1/send answers with `authorization`.
+/// The status and error code (or body) a GET of /api/v1/send answers with `authorization`; a
+/// refused token (401 with a challenge) reads `challenged`.
 func call(_ router: Router<GatewayContext>, authorization: String?) async throws -> (status: Int, body: String) {
     let app = Application(router: router)
     return try await app.test(.router) { client in
@@ -44,7 +45,8 @@ func call(_ router: Router<GatewayContext>, authorization: String?) async throws
         return try await client.execute(uri: "/api/v1/send", method: .get, headers: headers) { response in
             let body = String(buffer: response.body)
             if response.status.code >= 400, let envelope = try? JSONDecoder().decode(APIError.Envelope.self, from: Data(body.utf8)) {
-                return (Int(response.status.code), envelope.error.code)
+                let challenged = response.headers[.wwwAuthenticate] == "Bearer error=\"invalid_token\"" && envelope.error.code == "unauthorized"
+                return (Int(response.status.code), challenged ? "challenged" : envelope.error.code)
             }
             return (Int(response.status.code), body)
         }
@@ -146,15 +148,15 @@ struct AuthenticatorTests {
         let router = authenticatedRouter(Authenticator(configuration: GatewayAuthConfiguration(), database: db, logger: TestEnvironment.logger))
 
         #expect(try await call(router, authorization: nil) == (401, "unauthorized"))
-        #expect(try await call(router, authorization: "Bearer wak_live_00000000_" + String(repeating: "0", count: 64)) == (401, "unauthorized"))
-        #expect(try await call(router, authorization: "Bearer not-a-key") == (401, "unauthorized"))
-        #expect(try await call(router, authorization: "Basic " + sender.key) == (401, "unauthorized"))
+        #expect(try await call(router, authorization: "Bearer wak_live_00000000_" + String(repeating: "0", count: 64)) == (401, "challenged"))
+        #expect(try await call(router, authorization: "Bearer not-a-key") == (401, "challenged"))
+        #expect(try await call(router, authorization: "Basic " + sender.key) == (401, "challenged"))
         #expect(try await call(router, authorization: "Bearer " + reader.key) == (403, "forbidden"))
         #expect(try await call(router, authorization: "Bearer " + sender.key) == (200, "acme send key:\(sender.record.prefix)"))
         #expect(try await call(router, authorization: "bearer  " + sender.key) == (200, "acme send key:\(sender.record.prefix)"))
 
         try await APIKeys.revoke(id: sender.record.id, in: db)
-        #expect(try await call(router, authorization: "Bearer " + sender.key) == (401, "unauthorized"))
+        #expect(try await call(router, authorization: "Bearer " + sender.key) == (401, "challenged"))
         await db.close()
     }
 
@@ -173,8 +175,8 @@ struct AuthenticatorTests {
         #expect(try await call(router, authorization: "Bearer " + (try await viewer.signed(with: key, kid: "k1"))) == (403, "forbidden"))
         var expired = TestLoginClaims()
         expired.exp = Date().timeIntervalSince1970 - 3600
-        #expect(try await call(router, authorization: "Bearer " + (try await expired.signed(with: key, kid: "k1"))) == (401, "unauthorized"))
-        #expect(try await call(router, authorization: "Bearer " + member.dropLast(2) + "AA") == (401, "unauthorized"))
+        #expect(try await call(router, authorization: "Bearer " + (try await expired.signed(with: key, kid: "k1"))) == (401, "challenged"))
+        #expect(try await call(router, authorization: "Bearer " + member.dropLast(2) + "AA") == (401, "challenged"))
     }
 }
 

@@ -15,7 +15,7 @@ import PostgresClient
 ///   `context.require` (and a route that authenticates otherwise, such as an event stream with a
 ///   ticket, still can).
 /// - A token that is present but invalid (unknown, revoked, expired, badly signed, another
-///   scheme): 401 at once, saying why. A caller whose credential is wrong learns it, and no route
+///   scheme): 401 at once, saying why, with `WWW-Authenticate: Bearer error="invalid_token"`. A caller whose credential is wrong learns it, and no route
 ///   can mistake a bad credential for an anonymous request.
 ///
 /// Tokens are never logged: only an API key's prefix or a JWT's subject, at debug level.
@@ -54,7 +54,15 @@ public struct Authenticator: RouterMiddleware {
     public func handle(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
         guard let header = request.headers[.authorization] else { return try await next(request, context) }
         var context = context
-        context.principal = try await principal(authorization: header)
+        do {
+            context.principal = try await principal(authorization: header)
+        } catch let refusal as APIError {
+            logger.debug("credentials refused", metadata: ["reason": "\(refusal.message)"])
+            // RFC 6750: a refused bearer token is answered with its challenge.
+            var response = try refusal.response(from: request, context: context)
+            response.headers[.wwwAuthenticate] = "Bearer error=\"invalid_token\""
+            return response
+        }
         logger.debug("authenticated", metadata: ["subject": "\(context.principal?.subject ?? "")"])
         return try await next(request, context)
     }
