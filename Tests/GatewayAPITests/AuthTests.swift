@@ -208,6 +208,11 @@ struct LoginTokenTests {
         let principal = try await tokens.principal(from: try await claims.signed(with: key, kid: "k1"))
         #expect(principal == Principal(org: "acme", capabilities: [.send, .read, .operate], subject: "jwt:person-1"))
         #expect(await tokens.keys.fetchCount == 1)
+
+        // The claim names are configuration: here the organization is read from `sub`, the role from `iss`.
+        let renamed = GatewayAuthConfiguration.JWT(jwksURL: server.url, orgClaim: "sub", roleClaim: "iss", roles: ["https://app.example": [.read]])
+        let other = try await LoginTokens(configuration: renamed, keys: tokens.keys).principal(from: try await claims.signed(with: key, kid: "k1"))
+        #expect(other == Principal(org: "person-1", capabilities: [.read], subject: "jwt:person-1"))
     }
 
     @Test func claimsAreChecked() async throws {
