@@ -17,13 +17,17 @@ public struct GatewayDependencies: Sendable {
     /// running (the job carries on as an async one).
     public var syncTimeout: Duration
     public var logger: Logger
+    /// The event stream's routes (`EventRoutes(hub:tickets:)`); nil for none.
+    public var events: EventRoutes?
 
-    public init(database: PostgresDatabase, coordinator: Coordinator?, jobEvents: any JobEvents, syncTimeout: Duration = .seconds(25), logger: Logger) {
+    public init(database: PostgresDatabase, coordinator: Coordinator?, jobEvents: any JobEvents, syncTimeout: Duration = .seconds(25), logger: Logger,
+                events: EventRoutes? = nil) {
         self.database = database
         self.coordinator = coordinator
         self.jobEvents = jobEvents
         self.syncTimeout = syncTimeout
         self.logger = logger
+        self.events = events
     }
 }
 
@@ -33,7 +37,8 @@ public enum Gateway {
         let router = Router(context: GatewayContext.self)
         router.add(middleware: APIErrorMiddleware<GatewayContext>())
         router.get("/healthz") { _, _ in "ok\n" }
-        _ = router.group("/api/v1").add(middleware: authenticate)
+        let api = router.group("/api/v1").add(middleware: authenticate)
+        dependencies.events?.register(on: api)
         return router
     }
 }
