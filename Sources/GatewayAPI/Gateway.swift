@@ -22,15 +22,18 @@ public struct GatewayDependencies: Sendable {
     /// Limits of sessions that set none of their own (the workers' defaults).
     public var defaultLimits: SessionLimits
     public var logger: Logger
+    /// The event stream's routes (`EventRoutes(hub:tickets:)`); nil for none.
+    public var events: EventRoutes?
 
     public init(database: PostgresDatabase, coordinator: Coordinator?, jobEvents: any JobEvents, syncTimeout: Duration = .seconds(25),
-                defaultLimits: SessionLimits = SessionLimits(), logger: Logger) {
+                defaultLimits: SessionLimits = SessionLimits(), logger: Logger, events: EventRoutes? = nil) {
         self.database = database
         self.coordinator = coordinator
         self.jobEvents = jobEvents
         self.syncTimeout = syncTimeout
         self.defaultLimits = defaultLimits
         self.logger = logger
+        self.events = events
     }
 }
 
@@ -42,6 +45,7 @@ public enum Gateway {
         router.get("/healthz") { _, _ in "ok\n" }
         let api = router.group("/api/v1").add(middleware: authenticate)
         MessageRoutes(dependencies).register(on: api)
+        dependencies.events?.register(on: api)
         return router
     }
 }

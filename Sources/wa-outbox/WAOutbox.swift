@@ -7,7 +7,7 @@ struct WAOutbox: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wa-outbox",
         abstract: "The asynchronous dispatch tier of the WhatsApp gateway.",
-        subcommands: [Migrate.self, WorkerCommand.self, EnqueueCommand.self, SessionsCommand.self, APIKeysCommand.self, JobsCommand.self, EventsCommand.self, StatsCommand.self, WorkersCommand.self, PruneCommand.self, SimulatorCommand.self, BenchSQLCommand.self]
+        subcommands: [Migrate.self, WorkerCommand.self, APICommand.self, EnqueueCommand.self, SessionsCommand.self, APIKeysCommand.self, JobsCommand.self, EventsCommand.self, StatsCommand.self, WorkersCommand.self, PruneCommand.self, SimulatorCommand.self, BenchSQLCommand.self]
     )
 
     static func main() async {

@@ -101,16 +101,10 @@ public enum JobQueries {
         filter.ids = [id]
         filter.org = org
         guard let job = try await list(filter, limit: 1, includePayload: includePayload, in: database).first else { return nil }
-        let events = try await database.query("""
-            SELECT id, org, session_id, job_id, wa_message_id, kind, status, attempt, error_code, error_message,
-                   extract(epoch FROM created_at)::float8
-            FROM wa_outbox.events WHERE job_id = \(id) ORDER BY id
-            """).map { row in
-            StatusEvent(id: try row.decode(at: 0), org: try row.decode(at: 1), session: try row.decode(at: 2),
-                        outboxId: String(try row.decode(Int64.self, at: 3)), waMessageId: try row.decode(at: 4),
-                        kind: try row.decode(at: 5), status: try row.decode(at: 6), attempt: try row.decode(at: 7),
-                        errorCode: try row.decode(at: 8), errorMessage: try row.decode(at: 9), timestamp: try row.decode(at: 10))
-        }
+        var eventQuery = PostgresQuery("SELECT " + StatusEvent.columns)
+        eventQuery.append(" FROM wa_outbox.events WHERE job_id = ", id)
+        eventQuery.append(" ORDER BY id")
+        let events = try await database.query(eventQuery).map(StatusEvent.init(row:))
         let audit = try await database.query("""
             SELECT at, actor, action, reason, details::text FROM wa_outbox.audit WHERE job_id = \(id) ORDER BY id
             """).map { row in

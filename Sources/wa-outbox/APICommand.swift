@@ -1,0 +1,63 @@
+import ArgumentParser
+import Coordination
+import Foundation
+import GatewayAPI
+import Hummingbird
+import Logging
+import NIOCore
+import PostgresClient
+import RedisClient
+import ServiceLifecycle
+import UnixSignals
+
+struct APICommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "api",
+        abstract: "Serve the gateway's HTTP API: send, edit and revoke messages, and stream their message.status events."
+    )
+
+    static let defaultListen = "127.0.0.1:8080"
+
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var limits: LimitOptions
+    @Option(help: "HOST:PORT to listen on (env: WA_OUTBOX_API_LISTEN; default \(Self.defaultListen)).") var listen: String?
+    @Option(name: .customLong("redis-url"), help: "Redis for rate limits and idempotency locks (env: REDIS_URL). Required unless --no-limits.")
+    var redisURL: String?
+    @Flag(name: .customLong("no-limits"), help: "Run without Redis: no 429 and no idempotency lock (the unique key still holds). Never in production.")
+    var noLimits = false
+    @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key; the workers' (env: WA_OUTBOX_REDIS_PREFIX; default wa-outbox).")
+    var redisPrefix: String?
+    @Option(name: .customLong("sync-timeout-ms"), help: "How long a synchronous request waits for WhatsApp before it answers 202 with the job still running (env: WA_OUTBOX_SYNC_TIMEOUT_MS; default 25000).")
+    var syncTimeoutMilliseconds: Int?
+
+    func run() async throws {
+        let logger = makeLogger("wa-outbox.api")
+        let address = setting(listen, "WA_OUTBOX_API_LISTEN", Self.defaultListen)
+        let parts = address.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--listen takes HOST:PORT") }
+        let db = try database.database(connections: 16, logger: logger)
+        var coordinator: Coordinator?
+        if let url = redisURL ?? environment["REDIS_URL"], !url.isEmpty, !noLimits {
+            coordinator = Coordinator(redis: RedisDatabase(configuration: try RedisConfiguration(url: url), maxConnections: 8, logger: logger),
+                                      prefix: setting(redisPrefix, "WA_OUTBOX_REDIS_PREFIX", "wa-outbox"), logger: logger)
+        } else if !noLimits {
+            throw ValidationError("REDIS_URL is not set: without Redis a synchronous send cannot be refused over its rate and concurrent retries of one Idempotency-Key are not serialized. Set REDIS_URL or --redis-url (--no-limits only for trials).")
+        }
+        let hub = EventHub(database: db, listenerConfiguration: try database.configuration(), logger: logger)
+        let authentication = try GatewayAuthConfiguration.fromEnvironment()
+        let dependencies = GatewayDependencies(
+            database: db, coordinator: coordinator, jobEvents: hub,
+            syncTimeout: .milliseconds(setting(syncTimeoutMilliseconds, "WA_OUTBOX_SYNC_TIMEOUT_MS", 25_000)),
+            defaultLimits: limits.defaults, logger: logger,
+            events: EventRoutes(hub: hub, tickets: try StreamTickets.fromEnvironment()))
+        let router = Gateway.router(dependencies, authenticate: Authenticator(configuration: authentication, database: db, logger: logger))
+        let application = Application(router: router, configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: hub), .init(service: ListeningService(application: application, address: address, option: "--listen"))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+        await db.close()
+    }
+}
