@@ -43,6 +43,7 @@ public enum Gateway {
         let router = Router(context: GatewayContext.self)
         router.add(middleware: APIErrorMiddleware<GatewayContext>())
         router.get("/healthz") { _, _ in "ok\n" }
+        OpenAPIDocument.register(on: router)
         let api = router.group("/api/v1").add(middleware: authenticate)
         MessageRoutes(dependencies).register(on: api)
         dependencies.events?.register(on: api)
