@@ -19,6 +19,8 @@ final class CompletionWriter: Sendable {
         var completions: [Completion] = []
         var locks: [MessageLock] = []
         var finishing = false
+        /// Batches taken out of the buffer whose statement has not ended yet: `finish` waits for them.
+        var writing = 0
     }
 
     private let state = NIOLockedValueBox(State())
@@ -47,7 +49,8 @@ final class CompletionWriter: Sendable {
         pending.signal()
     }
 
-    var isEmpty: Bool { state.withLockedValue { $0.completions.isEmpty } }
+    /// True when nothing waits to be written and no write is under way.
+    var isEmpty: Bool { state.withLockedValue { $0.completions.isEmpty && $0.writing == 0 } }
 
     /// Dispatch locks of results not yet written (the lease keeper renews them).
     var heldLocks: [MessageLock] { state.withLockedValue { $0.locks } }
@@ -74,12 +77,18 @@ final class CompletionWriter: Sendable {
         state.withLockedValue { $0.finishing = true }
         var backoff = Duration.milliseconds(50)
         while !isEmpty && ContinuousClock.now < deadline {
+            if state.withLockedValue({ $0.completions.isEmpty }) {
+                // The run loop's write is under way: its batch comes back here if it fails.
+                try? await Task.sleep(for: .milliseconds(5))
+                continue
+            }
             if !(await writeOnce()) {
                 try? await Task.sleep(for: min(backoff, max(deadline - ContinuousClock.now, .zero)))
                 backoff = min(backoff * 2, .seconds(1))
             }
         }
         let left = state.withLockedValue { $0.completions.count }
+        // (A write still under way at the deadline either commits or leaves its jobs to the rescue.)
         if left > 0 {
             logger.error("completions could not be written before the grace period ended; their jobs are rescued once this worker's lease lapses",
                          metadata: ["count": "\(left)"])
@@ -93,9 +102,11 @@ final class CompletionWriter: Sendable {
             let taken = (state.completions, state.locks)
             state.completions.removeAll(keepingCapacity: true)
             state.locks.removeAll(keepingCapacity: true)
+            if !taken.0.isEmpty { state.writing += 1 }
             return taken
         }
         guard !batch.isEmpty else { return true }
+        defer { state.withLockedValue { $0.writing -= 1 } }
         do {
             let counted = try await database.withConnection { try await CompletionQuery.complete(batch, on: $0) }
             if counted.count < batch.count {

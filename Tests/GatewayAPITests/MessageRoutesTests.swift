@@ -132,21 +132,24 @@ struct MessageRoutesTests {
         let fixture = try await GatewayFixture.make()
         try await fixture.addSession("s1")
         let app = Application(router: fixture.router())
-        try await fixture.withWorker {
-            try await app.test(.live) { client in
-                let results = try await withThrowingTaskGroup(of: SendResult?.self) { group in
-                    for _ in 0..<50 {
-                        group.addTask {
-                            let response = try await post(client, "/api/v1/sessions/s1/messages", headers: headers(["Idempotency-Key": "burst"]))
-                            return response.status == .ok ? try sendResult(response) : nil
-                        }
+        try await app.test(.live) { client in
+            let results = try await withThrowingTaskGroup(of: SendResult?.self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        let response = try await post(client, "/api/v1/sessions/s1/messages?async=true", headers: headers(["Idempotency-Key": "burst"]))
+                        return response.status == .accepted ? try sendResult(response) : nil
                     }
-                    return try await group.reduce(into: [SendResult?]()) { $0.append($1) }
                 }
-                let answered = results.compactMap { $0 }
-                #expect(answered.count == 50, "every request gets the one result (none timed out or conflicted)")
-                #expect(Set(answered.map(\.outboxId)).count == 1)
-                #expect(answered.filter { !$0.replayed }.count == 1)
+                return try await group.reduce(into: [SendResult?]()) { $0.append($1) }
+            }
+            let answered = results.compactMap { $0 }
+            #expect(answered.count == 50, "every request gets the one result (none conflicted)")
+            #expect(Set(answered.map(\.outboxId)).count == 1)
+            #expect(answered.filter { !$0.replayed }.count == 1)
+        }
+        try await fixture.withWorker {
+            for _ in 0..<300 where try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") == 0 {
+                try await Task.sleep(for: .milliseconds(20))
             }
         }
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs") == 1)
