@@ -155,12 +155,16 @@ func readStream(port: Int, path: String, headers: [(String, String)] = [], timeo
 
 /// The status and JSON error code of a plain request.
 func request(port: Int, method: String = "GET", _ path: String, headers: [(String, String)] = []) async throws -> (status: Int, body: String) {
-    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
-    request.method = method == "POST" ? .POST : .GET
-    for (name, value) in headers { request.headers.add(name: name, value: value) }
-    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
-    let body = try await response.body.collect(upTo: 1 << 20)
-    return (Int(response.status.code), String(buffer: body))
+    try await withTimeout(.seconds(10)) {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = method == "POST" ? .POST : .GET
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        // An open stream never ends: its status is the answer.
+        if response.headers.first(name: "content-type") == "text/event-stream" { return (Int(response.status.code), "") }
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), String(buffer: body))
+    }
 }
 
 func parse(_ block: String) -> SSEMessage {
