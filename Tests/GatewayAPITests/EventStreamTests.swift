@@ -90,7 +90,7 @@ struct EventStreamTests {
         // A long session id makes each event a few hundred bytes, so the socket buffers fill sooner.
         let session = "s" + String(repeating: "x", count: 300)
         try await fixture.addSession(session, org: "orgA")
-        let hub = fixture.hub(buffer: 2_000)
+        let hub = fixture.hub(buffer: 5_000)
         try await withGateway(fixture, hub: hub) { port in
             let slow = try StalledClient(port: port, path: "/api/v1/events", headers: Self.org)
             try await waitForSubscribers(hub, 1)
@@ -105,7 +105,7 @@ struct EventStreamTests {
                 try await fixture.enqueue(1_000, session: session, org: "orgA")
                 chunks += 1
                 let last = try await fixture.lastEventID()
-                let deadline = ContinuousClock.now + .seconds(10)
+                let deadline = ContinuousClock.now + .seconds(20)
                 while progress.current < last {
                     #expect(ContinuousClock.now < deadline, "the fast client is held back after \(chunks) chunks")
                     if ContinuousClock.now >= deadline { break }

@@ -137,9 +137,10 @@ func readStream(port: Int, path: String, headers: [(String, String)] = [], timeo
         do {
             for try await chunk in response.body {
                 pending += String(buffer: chunk)
-                while let end = pending.range(of: "\n\n") {
-                    let block = String(pending[..<end.lowerBound])
-                    pending = String(pending[end.upperBound...])
+                // Every complete block; the incomplete tail waits for the next chunk.
+                let blocks = pending.components(separatedBy: "\n\n")
+                pending = blocks.last ?? ""
+                for block in blocks.dropLast() {
                     let message = parse(block)
                     messages.append(message)
                     if let id = message.id { progress?.set(id) }
