@@ -124,7 +124,7 @@ func withTimeout<T: Sendable>(_ limit: Duration, _ operation: @Sendable @escapin
 
 /// A streaming client: opens `path`, reads blocks until `done` says so (or the stream ends), then
 /// disconnects. Returns the status and the blocks.
-func readStream(port: Int, path: String, headers: [(String, String)] = [], timeout: Duration = .seconds(30),
+func readStream(port: Int, path: String, headers: [(String, String)] = [], timeout: Duration = .seconds(60),
                 progress: Progress? = nil, until done: @Sendable @escaping ([SSEMessage]) -> Bool) async throws -> (status: Int, messages: [SSEMessage]) {
     let headerList = headers
     return try await withTimeout(timeout) {
