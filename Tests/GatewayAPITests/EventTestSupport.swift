@@ -124,7 +124,7 @@ func withTimeout<T: Sendable>(_ limit: Duration, _ operation: @Sendable @escapin
 
 /// A streaming client: opens `path`, reads blocks until `done` says so (or the stream ends), then
 /// disconnects. Returns the status and the blocks.
-func readStream(port: Int, path: String, headers: [(String, String)] = [], timeout: Duration = .seconds(30),
+func readStream(port: Int, path: String, headers: [(String, String)] = [], timeout: Duration = .seconds(60),
                 progress: Progress? = nil, until done: @Sendable @escaping ([SSEMessage]) -> Bool) async throws -> (status: Int, messages: [SSEMessage]) {
     let headerList = headers
     return try await withTimeout(timeout) {
@@ -137,9 +137,10 @@ func readStream(port: Int, path: String, headers: [(String, String)] = [], timeo
         do {
             for try await chunk in response.body {
                 pending += String(buffer: chunk)
-                while let end = pending.range(of: "\n\n") {
-                    let block = String(pending[..<end.lowerBound])
-                    pending = String(pending[end.upperBound...])
+                // Every complete block; the incomplete tail waits for the next chunk.
+                let blocks = pending.components(separatedBy: "\n\n")
+                pending = blocks.last ?? ""
+                for block in blocks.dropLast() {
                     let message = parse(block)
                     messages.append(message)
                     if let id = message.id { progress?.set(id) }
@@ -155,12 +156,16 @@ func readStream(port: Int, path: String, headers: [(String, String)] = [], timeo
 
 /// The status and JSON error code of a plain request.
 func request(port: Int, method: String = "GET", _ path: String, headers: [(String, String)] = []) async throws -> (status: Int, body: String) {
-    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
-    request.method = method == "POST" ? .POST : .GET
-    for (name, value) in headers { request.headers.add(name: name, value: value) }
-    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
-    let body = try await response.body.collect(upTo: 1 << 20)
-    return (Int(response.status.code), String(buffer: body))
+    try await withTimeout(.seconds(10)) {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = method == "POST" ? .POST : .GET
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        // An open stream never ends: its status is the answer.
+        if response.headers.first(name: "content-type") == "text/event-stream" { return (Int(response.status.code), "") }
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), String(buffer: body))
+    }
 }
 
 func parse(_ block: String) -> SSEMessage {

@@ -124,11 +124,18 @@ public final class EventHub: Service, JobEvents, Sendable {
 
     public func final(org: String, jobID: Int64, until deadline: ContinuousClock.Instant) async -> StatusEvent? {
         let (events, continuation) = AsyncStream.makeStream(of: StatusEvent.self, bufferingPolicy: .bufferingNewest(1))
-        let key = state.withLock { state -> UInt64? in
-            guard !state.stopped else { return nil }
-            state.nextID += 1
-            state.waiters[jobID, default: [:]][state.nextID] = Waiter(org: org, continuation: continuation)
-            return state.nextID
+        // Registered once the hub knows its cursor: every event after it reaches the waiter, every
+        // one up to it is committed and in the log for the check below.
+        var key: UInt64?
+        while key == nil, ContinuousClock.now < deadline, !Task.isCancelled {
+            key = state.withLock { state -> UInt64? in
+                guard !state.stopped, state.cursor != nil else { return nil }
+                state.nextID += 1
+                state.waiters[jobID, default: [:]][state.nextID] = Waiter(org: org, continuation: continuation)
+                return state.nextID
+            }
+            if key == nil, state.withLock({ $0.stopped }) { break }
+            if key == nil { try? await Task.sleep(for: .milliseconds(20)) }
         }
         defer {
             if let key {
