@@ -24,7 +24,7 @@ enum WahaAnswers {
     }
 
     /// `src/core/exceptions.ts` NotImplementedByEngineError.
-    static func notImplemented() -> Reply { http(.unprocessableContent, "The method is not implemented by the engine.") }
+    static func methodMissing() -> Reply { http(.unprocessableContent, "The method is not implemented by the engine.") }
 
     /// `src/core/manager.core.ts` OnlyDefaultSessionIsAllowed.
     static func onlyDefaultSession() -> Reply {

@@ -91,7 +91,7 @@ public enum WahaDialect {
 
     static func send(_ simulator: WhatsAppSimulator, _ apiKey: String?, _ profile: ProfileBox, _ request: Request, _ session: String,
                      _ chatID: String, _ content: MessageContent) async -> Reply {
-        if profile.profile.wahaMissing.contains(request.uri.path) { return WahaAnswers.notImplemented() }
+        if profile.profile.wahaMissing.contains(request.uri.path) { return WahaAnswers.methodMissing() }
         // WAHA chooses the id: every request is a new message.
         let key = WuzapiDialect.newID()
         return await perform(simulator, apiKey, profile, request, session, .send(id: key, chat: jid(chatID), content: content)) { receipt in
