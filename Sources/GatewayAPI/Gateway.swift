@@ -54,11 +54,7 @@ public enum Gateway {
 extension GatewayContext {
     /// The caller, if it holds `capability`: 401 without credentials, 403 without the capability.
     public func require(_ capability: Capability) throws -> Principal {
-        guard let principal else { throw APIError.unauthorized("missing or invalid credentials: send Authorization: Bearer <api key or login token>") }
-        guard principal.capabilities.contains(capability) else {
-            throw APIError(.forbidden, .forbidden, "this credential lacks the '\(capability.rawValue)' capability")
-        }
-        return principal
+        try requireAny([capability])
     }
 
     /// The caller, if it holds any of `capabilities`.

@@ -6,8 +6,6 @@ import Testing
 struct JobLifecycleTests {
     @Test func aDispatchedJobBuffersItsResultOnce() {
         var life = JobLifecycle()
-        let r1 = life.admit()
-        #expect(r1)
         let r2 = life.start()
         #expect(r2)
         let r3 = life.finish(.succeeded)
@@ -21,19 +19,16 @@ struct JobLifecycleTests {
     }
 
     @Test func aJobHandedBackBeforeItsEngineCallIsNotMarkedMaybeSent() {
-        for admitted in [false, true] {
-            var life = JobLifecycle()
-            if admitted { let r7 = life.admit(); #expect(r7) }
-            guard case .defer_(.zero, let code, _) = life.handBack(reason: "shutdown") else {
-                Issue.record("a hand-back must defer without spending an attempt")
-                continue
-            }
-            #expect(code == .engineError)
-            let r8 = life.start()
-            #expect(!r8, "a job handed back must never reach its engine")
-            let r9 = life.finish(.succeeded)
-            #expect(r9 == nil)
+        var life = JobLifecycle()
+        guard case .defer_(.zero, let code, _) = life.handBack(reason: "shutdown") else {
+            Issue.record("a hand-back must defer without spending an attempt")
+            return
         }
+        #expect(code == .engineError)
+        let started = life.start()
+        #expect(!started, "a job handed back must never reach its engine")
+        let buffered = life.finish(.succeeded)
+        #expect(buffered == nil)
     }
 
     @Test func aJobHandedBackDuringItsEngineCallIsMarkedMaybeSent() {
@@ -48,11 +43,4 @@ struct JobLifecycleTests {
         #expect(r11 == nil, "the result after a hand-back is dropped: the job may be another worker's")
     }
 
-    @Test func admissionOnlyFromClaimed() {
-        var life = JobLifecycle()
-        let r12 = life.start()
-        #expect(r12)
-        let r13 = life.admit()
-        #expect(!r13)
-    }
 }

@@ -1,9 +1,9 @@
 /// A claimed job's life inside one worker process, as a pure state machine.
 ///
 /// ```
-/// claimed ──admit──▶ admitted ──start──▶ dispatching ──finish──▶ buffered ──written──▶ (gone)
-///    │                  │                     │
-///    └──────────────────┴──── handBack ───────┴──▶ buffered(defer)
+/// claimed ──start──▶ dispatching ──finish──▶ buffered ──written──▶ (gone)
+///    │                     │
+///    └────── handBack ─────┴──▶ buffered(defer)
 /// ```
 /// Guarantees it encodes, which the worker relies on:
 /// - every claimed job ends with exactly one completion buffered for writing (a result, or a
@@ -15,7 +15,6 @@
 public struct JobLifecycle: Sendable, Equatable {
     public enum Phase: Sendable, Equatable {
         case claimed
-        case admitted
         case dispatching
         /// The result is known and waits to be written.
         case buffered(Outcome)
@@ -26,17 +25,10 @@ public struct JobLifecycle: Sendable, Equatable {
     public init() {}
 
     /// Whether the job may still be dispatched by this process.
-    public var mayStart: Bool { phase == .claimed || phase == .admitted }
+    public var mayStart: Bool { phase == .claimed }
 
     /// Whether the job's completion is already buffered (a result, or a hand-back).
     public var isBuffered: Bool { if case .buffered = phase { true } else { false } }
-
-    /// Limits passed and the dispatch lock is held. False if the job was handed back meanwhile.
-    public mutating func admit() -> Bool {
-        guard phase == .claimed else { return false }
-        phase = .admitted
-        return true
-    }
 
     /// The engine call begins. False if the job was handed back meanwhile: do not call the engine.
     public mutating func start() -> Bool {
@@ -59,7 +51,7 @@ public struct JobLifecycle: Sendable, Equatable {
     public mutating func handBack(reason: String) -> Outcome? {
         let outcome: Outcome
         switch phase {
-        case .claimed, .admitted:
+        case .claimed:
             outcome = .defer_(after: .zero, code: .engineError, message: reason)
         case .dispatching:
             outcome = .defer_(after: .zero, code: .workerLost, message: reason)
