@@ -39,7 +39,7 @@ public final class EventHub: Service, JobEvents, Sendable {
 
     private struct State {
         /// The last event fanned out; nil until `run()` has read where the log ends.
-        var cursor: Int64?
+        var cursor: EventCursor?
         var stopped = false
         var nextID: UInt64 = 0
         var subscribers: [String: [UInt64: Subscription]] = [:]
@@ -86,12 +86,12 @@ public final class EventHub: Service, JobEvents, Sendable {
 
     // MARK: Streams
 
-    /// A new stream of `org`'s events. With `resume` (the last id the client has), the events after
-    /// it up to `replayThrough` are the caller's to read from the log (`history`); live events
-    /// after them arrive in the subscription, so nothing is missed or repeated.
-    public func subscribe(org: String, filter: EventFilter, resume: Int64?) async throws -> (subscription: Subscription, replayThrough: Int64) {
+    /// A new stream of `org`'s events. With `resume` (where the client is: `cursor(afterID:org:)`),
+    /// the events after it up to `replayThrough` are the caller's to read from the log (`history`);
+    /// live events after them arrive in the subscription, so nothing is missed or repeated.
+    public func subscribe(org: String, filter: EventFilter, resume: EventCursor?) async throws -> (subscription: Subscription, replayThrough: EventCursor) {
         for _ in 0..<500 {
-            let registered = try state.withLock { state -> (Subscription, Int64)? in
+            let registered = try state.withLock { state -> (Subscription, EventCursor)? in
                 if state.stopped { throw APIError(.serviceUnavailable, .internalError, "the event stream is shutting down; reconnect") }
                 guard let cursor = state.cursor else { return nil }
                 state.nextID += 1
@@ -115,9 +115,14 @@ public final class EventHub: Service, JobEvents, Sendable {
         }
     }
 
+    /// Where a client that last had event `id` of `org` resumes (its `Last-Event-ID`).
+    public func cursor(afterID id: Int64, org: String) async throws -> EventCursor {
+        try await EventLog.cursor(afterID: id, org: org, in: database)
+    }
+
     /// One page of `org`'s events after `cursor` and up to `through`, for a stream's replay.
-    public func history(org: String, after cursor: Int64, through: Int64) async throws -> [StatusEvent] {
-        try await EventLog.after(cursor, org: org, limit: configuration.batchSize, in: database).filter { $0.id <= through }
+    public func history(org: String, after cursor: EventCursor, through: EventCursor) async throws -> [StatusEvent] {
+        try await EventLog.after(cursor, org: org, limit: configuration.batchSize, in: database).filter { $0.cursor <= through }
     }
 
     // MARK: Job waiters
@@ -170,7 +175,7 @@ public final class EventHub: Service, JobEvents, Sendable {
 
     // MARK: Reading
 
-    private func startingCursor() async -> Int64? {
+    private func startingCursor() async -> EventCursor? {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
@@ -205,12 +210,12 @@ public final class EventHub: Service, JobEvents, Sendable {
                 return
             }
             guard let last = events.last else { return }
-            fanOut(events, through: last.id)
+            fanOut(events, through: last.cursor)
             if events.count < configuration.batchSize { return }
         }
     }
 
-    private func fanOut(_ events: [StatusEvent], through last: Int64) {
+    private func fanOut(_ events: [StatusEvent], through last: EventCursor) {
         let byOrg = Dictionary(grouping: events, by: \.org)
         state.withLock { state in
             state.cursor = last
