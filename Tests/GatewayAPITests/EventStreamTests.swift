@@ -167,6 +167,37 @@ struct EventStreamTests {
         #expect(await hub.final(org: "orgB", jobID: jobs[0], until: .now + .milliseconds(100)) == nil)
     }
 
+    /// A write transaction left open holds the ordered stream back; a synchronous request waiting
+    /// for its job is answered anyway, once the job's final event commits.
+    @Test func aWaitingRequestIsAnsweredWhileAnOpenTransactionHoldsTheStreamBack() async throws {
+        let server = try await PrivateServer.start(.postgres)
+        let fixture = try await EventFixture.make(url: server.url)
+        try await fixture.addSession("sa", org: "orgA")
+        let hub = fixture.hub()
+        let running = Task { try await hub.run() }
+        let job = try #require(try await fixture.enqueue(1, session: "sa", org: "orgA").first)
+        let blocker = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
+        try await blocker.execute("BEGIN")
+        _ = try await blocker.query("SELECT pg_current_xact_id()")
+
+        let waiting = Task { await hub.final(org: "orgA", jobID: job, until: .now + .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(300))
+        let worker = UUID()
+        try await fixture.database.withConnection { connection in
+            let claimed = try #require(try await ClaimQuery.claim(workerID: worker, limit: 1, on: connection).jobs.first)
+            _ = try await CompletionQuery.complete([Completion(jobID: claimed.id, attempt: claimed.attempt, workerID: worker, outcome: .succeeded)], on: connection)
+        }
+        let event = await waiting.value
+        #expect(event?.status == "sent")
+        #expect(try await EventLog.after(.start, org: "orgA", in: fixture.database).map(\.status) == ["queued"], "the ordered stream is still held back")
+        #expect(await hub.final(org: "orgB", jobID: job, until: .now + .milliseconds(300)) == nil, "another organization's waiter gets nothing")
+        try await blocker.execute("ROLLBACK")
+        await blocker.close()
+        running.cancel()
+        await fixture.database.close()
+        await server.destroy()
+    }
+
     @Test func ticketsOpenTheStreamWithoutHeadersAndNothingElse() async throws {
         let fixture = try await EventFixture.make()
         try await fixture.addSession("sa", org: "orgA")

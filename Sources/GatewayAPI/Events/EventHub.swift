@@ -78,6 +78,7 @@ public final class EventHub: Service, JobEvents, Sendable {
                 group.addTask { await self.tick(every: self.configuration.keepAliveInterval) { self.keepAlive() } }
                 for await _ in self.wakeups {
                     await self.readAvailable()
+                    await self.answerWaiters()
                 }
                 group.cancelAll()
             }
@@ -226,14 +227,35 @@ public final class EventHub: Service, JobEvents, Sendable {
                     logger.info("event stream fell behind; ended", metadata: ["org": "\(org)", "buffer": "\(configuration.subscriberBuffer)"])
                 }
             }
-            guard !state.waiters.isEmpty else { return }
-            for event in events where StatusEvent.finalStatuses.contains(event.status) {
-                guard let outboxID = Int64(event.outboxId), let waiters = state.waiters[outboxID] else { continue }
-                for (key, waiter) in waiters where waiter.org == event.org {
-                    waiter.continuation.yield(event)
-                    state.waiters[outboxID]?[key] = nil
-                }
+            deliver(events, toWaitersIn: &state)
+        }
+    }
+
+    /// Looks up the final events of the jobs that requests wait for, by job id. The ordered read
+    /// waits for every older write transaction in the cluster to end (a bulk enqueue can take
+    /// seconds); a waiting request does not: its job's event answers it once committed.
+    private func answerWaiters() async {
+        let jobs = state.withLock { state in
+            state.waiters.flatMap { jobID, waiters in Set(waiters.values.map(\.org)).map { (id: jobID, org: $0) } }
+        }
+        guard !jobs.isEmpty else { return }
+        do {
+            let events = try await EventLog.finals(of: jobs, in: database)
+            state.withLock { deliver(events, toWaitersIn: &$0) }
+        } catch {
+            logger.warning("cannot read the final events of waiting requests; the next poll retries", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func deliver(_ events: [StatusEvent], toWaitersIn state: inout State) {
+        guard !state.waiters.isEmpty else { return }
+        for event in events where StatusEvent.finalStatuses.contains(event.status) {
+            guard let outboxID = Int64(event.outboxId), let waiters = state.waiters[outboxID] else { continue }
+            for (key, waiter) in waiters where waiter.org == event.org {
+                waiter.continuation.yield(event)
+                state.waiters[outboxID]?[key] = nil
             }
+            if state.waiters[outboxID]?.isEmpty == true { state.waiters[outboxID] = nil }
         }
     }
 

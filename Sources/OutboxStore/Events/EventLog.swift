@@ -101,6 +101,18 @@ public enum EventLog {
         EventCursor(tx: try row.decode(at: 0), id: try row.decode(at: 1))
     }
 
+    /// The first final event of each of these jobs that has one, each job with its organization.
+    /// Read by job id, not by cursor: it does not wait for older transactions to end.
+    public static func finals(of jobs: [(id: Int64, org: String)], in database: PostgresDatabase) async throws -> [StatusEvent] {
+        guard !jobs.isEmpty else { return [] }
+        var query = PostgresQuery("SELECT DISTINCT ON (job_id) " + StatusEvent.columns)
+        query.append(" FROM wa_outbox.events WHERE (job_id, org) IN (SELECT * FROM unnest(", jobs.map(\.id))
+        query.append("::int8[], ", jobs.map(\.org))
+        query.append("::text[])) AND status = ANY(", StatusEvent.finalStatuses.sorted())
+        query.append(") ORDER BY job_id, id")
+        return try await database.query(query).map(StatusEvent.init(row:))
+    }
+
     /// The first final event (`StatusEvent.finalStatuses`) of one job of `org`, if it has one.
     public static func final(jobID: Int64, org: String, in database: PostgresDatabase) async throws -> StatusEvent? {
         var query = PostgresQuery("SELECT " + StatusEvent.columns)
