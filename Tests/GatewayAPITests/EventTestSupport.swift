@@ -23,11 +23,10 @@ struct EventFixture {
     let url: String
     let database: PostgresDatabase
 
-    /// A new database on the shared server, or on `url` (a `PrivateServer` of the test's own: the
-    /// stream waits for every older write transaction in the cluster, and a parallel test's bulk
-    /// statement can take many seconds on a loaded machine).
+    /// A new database on the server of the stream tests, or on `url` (a `PrivateServer` of the
+    /// test's own, for a test that holds transactions open).
     static func make(url: String? = nil) async throws -> EventFixture {
-        let url = if let url { url } else { try await TestEnvironment.freshDatabase(prefix: "events") }
+        let url = if let url { url } else { try await TestEnvironment.freshStreamDatabase(prefix: "events") }
         let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 8, logger: TestEnvironment.logger)
         try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
         return EventFixture(url: url, database: database)
