@@ -29,6 +29,7 @@ struct APICommand: AsyncParsableCommand {
     var redisPrefix: String?
     @Option(name: .customLong("sync-timeout-ms"), help: "How long a synchronous request waits for WhatsApp before it answers 202 with the job still running (env: WA_OUTBOX_SYNC_TIMEOUT_MS; default 25000).")
     var syncTimeoutMilliseconds: Int?
+    @OptionGroup var tracing: TracingOptions
 
     func run() async throws {
         let logger = makeLogger("wa-outbox.api")
@@ -50,10 +51,13 @@ struct APICommand: AsyncParsableCommand {
             syncTimeout: .milliseconds(setting(syncTimeoutMilliseconds, "WA_OUTBOX_SYNC_TIMEOUT_MS", 25_000)),
             defaultLimits: limits.defaults, logger: logger,
             events: EventRoutes(hub: hub, tickets: try StreamTickets.fromEnvironment()))
+        // The exporter first: the group stops its services in reverse order, so it flushes the last spans.
+        var services = try tracing.bootstrap(serviceName: "wa-outbox-api", logger: logger).map { [$0] } ?? []
         let router = Gateway.router(dependencies, authenticate: Authenticator(configuration: authentication, database: db, logger: logger))
         let application = Application(router: router, configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)
+        services += [.init(service: hub), .init(service: ListeningService(application: application, address: address, option: "--listen"))]
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: hub), .init(service: ListeningService(application: application, address: address, option: "--listen"))],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
