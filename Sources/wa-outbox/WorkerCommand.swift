@@ -158,10 +158,10 @@ struct AdminAddress: CustomStringConvertible {
     var host: String
     var port: Int
 
-    init?(_ text: String) throws {
+    init?(_ text: String, option: String = "--admin-listen") throws {
         guard text != "off" else { return nil }
         let parts = text.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--admin-listen takes HOST:PORT or off") }
+        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("\(option) takes HOST:PORT or off") }
         host = String(parts[0])
         self.port = port
     }
