@@ -69,7 +69,8 @@ struct APICommand: AsyncParsableCommand {
             services.append(.init(service: ListeningService(application: application, address: "\(metrics)", option: "--metrics-listen")))
         }
         let router = Gateway.router(dependencies, authenticate: Authenticator(configuration: authentication, database: db, logger: logger))
-        let application = Application(router: router, configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)
+        let application = Application(router: router, server: HeaderLimits.server,
+                                      configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)
         services += [.init(service: hub), .init(service: ListeningService(application: application, address: address, option: "--listen"))]
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services,

@@ -63,6 +63,8 @@ struct APIMetricsTests {
         #expect(try await call(.POST, api + "/api/v1/sessions/s1/messages?async=true", key: nil, body: text).0 == 401)
         #expect(try await call(.GET, api + "/no/such/path/\(ids[0])", key: key).0 == 404)
         #expect(try await call(.GET, api + "/no/other/path", key: key).0 == 404)
+        #expect(try await call(.GET, api + "/healthz", key: nil,
+                               extra: [("X-Padding", String(repeating: "a", count: HeaderLimits.maxBytes + 1))]).0 == 431)
 
         let (status, exposition) = try await call(.GET, metrics + "/metrics", key: nil)
         #expect(status == 200)
@@ -73,6 +75,7 @@ struct APIMetricsTests {
         #expect(samples["wa_outbox_http_requests_total{method=POST,\(send),status=401}"] == 1)
         #expect(samples["wa_outbox_http_requests_total{method=GET,\(show),status=200}"] == 2)
         #expect(samples["wa_outbox_http_requests_total{method=GET,route=unmatched,status=404}"] == 2)
+        #expect(samples["wa_outbox_http_requests_total{method=OTHER,route=unmatched,status=431}"] == 1)
         #expect(samples["wa_outbox_http_request_duration_seconds_count{method=POST,\(send),status_class=2xx}"] == 3)
         #expect(samples["wa_outbox_http_request_duration_seconds_count{method=GET,\(show),status_class=2xx}"] == 2)
         #expect((samples["wa_outbox_http_request_duration_seconds_sum{method=POST,\(send),status_class=2xx}"] ?? 0) > 0)
