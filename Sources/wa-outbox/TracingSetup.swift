@@ -36,6 +36,7 @@ struct TracingOptions: ParsableArguments {
         configuration.metrics.enabled = false
         configuration.traces.otlpExporter.protocol = .httpProtobuf
         configuration.diagnosticLogger = .custom(logger)
+        configuration.diagnosticLogLevel = .warning
         let backend = try OTel.makeTracingBackend(configuration: configuration)
         InstrumentationSystem.bootstrap(backend.factory)
         logger.info("exporting spans over OTLP/HTTP", metadata: ["otel.service": "\(serviceName)"])
