@@ -47,11 +47,7 @@ public enum AdminServer {
             let body = failing.isEmpty ? "ready\n" : failing.joined(separator: "\n") + "\n"
             return Response(status: failing.isEmpty ? .ok : .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: body)))
         }
-        router.get("/metrics") { _, _ -> Response in
-            var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
-            response.headers[.contentType] = "text/plain; version=0.0.4"
-            return response
-        }
+        MetricsEndpoint.register(on: router, registry: registry)
         return router
     }
 }

@@ -37,10 +37,15 @@ public struct GatewayDependencies: Sendable {
     }
 }
 
-/// The gateway API's router: every error in the one envelope, every route behind authentication.
+/// The gateway API's router: every error in the one envelope, every route behind authentication,
+/// every request counted (`RequestMetricsMiddleware`) and traced (Hummingbird's `TracingMiddleware`).
 public enum Gateway {
     public static func router(_ dependencies: GatewayDependencies, authenticate: some RouterMiddleware<GatewayContext>) -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
+        // Outermost, so they see every answer, errors included, as the client gets it.
+        router.add(middleware: RequestMetricsMiddleware<GatewayContext>())
+        // The request's span, a child of its `traceparent`; a stream ticket in the query is not recorded.
+        router.add(middleware: TracingMiddleware<GatewayContext>(redactingQueryParameters: ["ticket"]))
         router.add(middleware: APIErrorMiddleware<GatewayContext>())
         router.get("/healthz") { _, _ in "ok\n" }
         OpenAPIDocument.register(on: router)

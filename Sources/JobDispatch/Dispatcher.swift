@@ -40,6 +40,7 @@ public struct PreparedJob: Sendable {
 /// - **Perform or reconcile**: after an attempt that may have arrived, a send to an engine that
 ///   picks its own ids looks for the message first and adopts it instead of sending it twice.
 /// - Failures become outcomes through the retry policy; nothing here writes to the database.
+/// - Each engine call is a `wa_outbox.dispatch` span in the job's trace (`DispatchTracing`).
 public final class Dispatcher: Sendable {
     public let engines: EngineDirectory
     public let coordinator: Coordinator?
@@ -94,7 +95,7 @@ public final class Dispatcher: Sendable {
     /// paced session's gap starts. Cancelled mid-call, the job is handed back as `worker_lost`: it
     /// may have been delivered.
     public func perform(_ prepared: PreparedJob, lock: MessageLock?) async -> DispatchResult {
-        let result = await call(prepared)
+        let result = await DispatchTracing.withSpan(prepared) { await call(prepared) }
         if let coordinator, let lock { await coordinator.callEnded(lock, limits: prepared.context.limits) }
         return result
     }

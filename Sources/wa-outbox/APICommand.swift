@@ -1,11 +1,14 @@
+import Admin
 import ArgumentParser
 import Coordination
 import Foundation
 import GatewayAPI
 import Hummingbird
 import Logging
+import Metrics
 import NIOCore
 import PostgresClient
+import Prometheus
 import RedisClient
 import ServiceLifecycle
 import UnixSignals
@@ -29,6 +32,11 @@ struct APICommand: AsyncParsableCommand {
     var redisPrefix: String?
     @Option(name: .customLong("sync-timeout-ms"), help: "How long a synchronous request waits for WhatsApp before it answers 202 with the job still running (env: WA_OUTBOX_SYNC_TIMEOUT_MS; default 25000).")
     var syncTimeoutMilliseconds: Int?
+    @Option(name: .customLong("metrics-listen"), help: "HOST:PORT for /metrics (request counts and latencies) and /healthz; 'off' to disable (env: WA_OUTBOX_API_METRICS_LISTEN; default \(Self.defaultMetricsListen)).")
+    var metricsListen: String?
+    @OptionGroup var tracing: TracingOptions
+
+    static let defaultMetricsListen = "127.0.0.1:9465"
 
     func run() async throws {
         let logger = makeLogger("wa-outbox.api")
@@ -50,10 +58,22 @@ struct APICommand: AsyncParsableCommand {
             syncTimeout: .milliseconds(setting(syncTimeoutMilliseconds, "WA_OUTBOX_SYNC_TIMEOUT_MS", 25_000)),
             defaultLimits: limits.defaults, logger: logger,
             events: EventRoutes(hub: hub, tickets: try StreamTickets.fromEnvironment()))
+        let metrics = try AdminAddress(setting(metricsListen, "WA_OUTBOX_API_METRICS_LISTEN", Self.defaultMetricsListen), option: "--metrics-listen")
+        // The exporter first: the group stops its services in reverse order, so it flushes the last spans.
+        var services = try tracing.bootstrap(serviceName: "wa-outbox-api", logger: logger).map { [$0] } ?? []
+        if let metrics {
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            let application = Application(router: MetricsEndpoint.router(registry: registry),
+                                          configuration: .init(address: .hostname(metrics.host, port: metrics.port)), logger: logger)
+            services.append(.init(service: ListeningService(application: application, address: "\(metrics)", option: "--metrics-listen")))
+        }
         let router = Gateway.router(dependencies, authenticate: Authenticator(configuration: authentication, database: db, logger: logger))
-        let application = Application(router: router, configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)
+        let application = Application(router: router, server: HeaderLimits.server,
+                                      configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)
+        services += [.init(service: hub), .init(service: ListeningService(application: application, address: address, option: "--listen"))]
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: hub), .init(service: ListeningService(application: application, address: address, option: "--listen"))],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

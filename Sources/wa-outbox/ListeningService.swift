@@ -13,13 +13,18 @@ struct ListeningService<Responder: HTTPResponder>: Service where Responder.Conte
     /// The option that sets the address, named in the error.
     let option: String
 
+    /// The environment variable of each option that can be 'off', named in the error.
+    static var offHints: [String: String] {
+        ["--admin-listen": " (env WA_OUTBOX_ADMIN_LISTEN), or 'off'", "--metrics-listen": " (env WA_OUTBOX_API_METRICS_LISTEN), or 'off'"]
+    }
+
     func run() async throws {
         do {
             try await application.run()
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
             throw ValidationError("""
                 \(address) is already in use (another process on this host?): give each process its own \(option) HOST:PORT\
-                \(option == "--admin-listen" ? " (env WA_OUTBOX_ADMIN_LISTEN), or 'off'" : "")
+                \(Self.offHints[option] ?? "")
                 """)
         }
     }

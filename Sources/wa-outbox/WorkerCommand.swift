@@ -43,6 +43,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: .customLong("exit-when-idle"), help: "Drain the queue, then exit.") var exitWhenIdle = false
     @OptionGroup var limits: LimitOptions
     @OptionGroup var retention: RetentionOptions
+    @OptionGroup var tracing: TracingOptions
     @Option(name: .customLong("admin-listen"), help: "HOST:PORT for /healthz, /readyz and /metrics; 'off' to disable (env: WA_OUTBOX_ADMIN_LISTEN; default \(AdminAddress.default)).")
     var adminListen: String?
     @Option(name: .customLong("prune-interval-ms"), help: "How often to prune finished work; 0: never (env: WA_OUTBOX_PRUNE_INTERVAL_MS; default \(Self.defaults.pruneInterval?.milliseconds ?? 0)).")
@@ -99,10 +100,10 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let worker = Worker(configuration: configuration, database: db, listenerConfiguration: try database.configuration(),
                             engines: engines, coordinator: coordinator, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            // --exit-when-idle makes the worker return by itself: that ends the group normally.
-            .init(service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup),
-        ]
+        // The exporter first: the group stops its services in reverse order, so it flushes the last spans.
+        var services = try tracing.bootstrap(serviceName: "wa-outbox-worker", logger: logger).map { [$0] } ?? []
+        // --exit-when-idle makes the worker return by itself: that ends the group normally.
+        services.append(.init(service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup))
         if let admin {
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -157,10 +158,10 @@ struct AdminAddress: CustomStringConvertible {
     var host: String
     var port: Int
 
-    init?(_ text: String) throws {
+    init?(_ text: String, option: String = "--admin-listen") throws {
         guard text != "off" else { return nil }
         let parts = text.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--admin-listen takes HOST:PORT or off") }
+        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("\(option) takes HOST:PORT or off") }
         host = String(parts[0])
         self.port = port
     }

@@ -48,20 +48,7 @@ struct AdminTests {
         let (status, text) = try await get(admin + "/metrics")
         #expect(status == 200)
 
-        let file = try TestEnvironment.scratchDirectory("metrics").appendingPathComponent("metrics.txt")
-        try text.write(to: file, atomically: true, encoding: .utf8)
-        let parsed = try await Subprocess.run(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", """
-            import json, sys
-            from prometheus_client.parser import text_string_to_metric_families
-            out = {}
-            for family in text_string_to_metric_families(open(sys.argv[1]).read()):
-                for sample in family.samples:
-                    labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                    out[f"{sample.name}{{{labels}}}"] = sample.value
-            print(json.dumps(out))
-            """, file.path])
-        #expect(parsed.status == 0, "prometheus_client could not parse /metrics: \(text.prefix(500))")
-        let samples = try JSONDecoder().decode([String: Double].self, from: Data(parsed.output.utf8))
+        let samples = try await PrometheusSamples.parse(text)
         let succeeded = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'")
         let failed = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'failed' AND error_code = 'engine_error'")
         #expect(succeeded == 200)

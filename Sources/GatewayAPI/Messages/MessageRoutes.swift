@@ -34,7 +34,8 @@ struct MessageRoutes {
         let body = try SendBody(try await collect(request, context))
         let mode = try Mode(request.uri.queryParameters["async"].map(String.init))
         return try await submit(EnqueueRequest(org: principal.org, session: try context.parameters.require("session"), kind: .send,
-                                               payload: body.payload, idempotencyKey: try IdempotencyKeyHeader.parse(request.headers[.idempotencyKey])),
+                                               payload: body.payload, idempotencyKey: try IdempotencyKeyHeader.parse(request.headers[.idempotencyKey]),
+                                               trace: RequestTrace.forJob(request)),
                                 mode: mode)
     }
 
@@ -42,7 +43,8 @@ struct MessageRoutes {
         let principal = try context.require(.send)
         let payload = try SendBody.targeting(try context.parameters.require("mid"), kind: kind, body: try await collect(request, context))
         return try await submit(EnqueueRequest(org: principal.org, session: try context.parameters.require("session"), kind: kind,
-                                               payload: payload, idempotencyKey: try IdempotencyKeyHeader.parse(request.headers[.idempotencyKey])),
+                                               payload: payload, idempotencyKey: try IdempotencyKeyHeader.parse(request.headers[.idempotencyKey]),
+                                               trace: RequestTrace.forJob(request)),
                                 mode: .sync)
     }
 

@@ -68,10 +68,12 @@ public struct ClaimedJob: Sendable {
     /// down mid-dispatch): a send first looks for the message at an engine that chooses its own ids.
     public var maybeSent: Bool
     public var createdAt: Date
+    /// The trace the request that enqueued the job belongs to, which its dispatch continues.
+    public var trace: JobTraceContext?
 
     public init(id: Int64, org: String, sessionID: String, chat: String, kind: JobKind, waMessageID: String,
                 payload: String, attempt: Int, maxAttempts: Int, deadline: Date, maybeSent: Bool = false,
-                createdAt: Date = Date()) {
+                createdAt: Date = Date(), trace: JobTraceContext? = nil) {
         self.id = id
         self.org = org
         self.sessionID = sessionID
@@ -84,6 +86,7 @@ public struct ClaimedJob: Sendable {
         self.deadline = deadline
         self.maybeSent = maybeSent
         self.createdAt = createdAt
+        self.trace = trace
     }
 }
 

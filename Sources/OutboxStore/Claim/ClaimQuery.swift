@@ -63,11 +63,12 @@ public enum ClaimQuery {
                 waMessageID: try row.decode(at: 5), payload: try row.decode(at: 6),
                 attempt: try row.decode(at: 7), maxAttempts: try row.decode(at: 8), deadline: try row.decode(at: 9),
                 maybeSent: try row.decode(at: 10),
-                createdAt: try row.decode(at: 11)
+                createdAt: try row.decode(at: 11),
+                trace: JobTraceContext(traceParent: try row.decode(String?.self, at: 12), traceState: try row.decode(String?.self, at: 13))
             )
             batch.jobs.append(job)
             if batch.sessions[job.sessionID] == nil {
-                batch.sessions[job.sessionID] = try SessionRecord(id: job.sessionID, org: job.org, settingsFrom: row, at: 12)
+                batch.sessions[job.sessionID] = try SessionRecord(id: job.sessionID, org: job.org, settingsFrom: row, at: 14)
             }
         }
         return batch
@@ -135,7 +136,7 @@ public enum ClaimQuery {
                 FROM due d
                 WHERE j.id = d.job_id AND j.state IS NOT DISTINCT FROM 'queued'
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text AS payload,
-                          j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at
+                          j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at, j.trace_parent, j.trace_state
             ),
             lanes_busy AS (
                 UPDATE wa_outbox.lanes l SET busy = true, running_job = c.id, ready_at = NULL
@@ -147,7 +148,7 @@ public enum ClaimQuery {
                 WHERE s.id = c.session_id
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
-                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at,
+                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state,
                    \(SessionRecord.settingsColumns(of: "s"))
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
             """

@@ -11,14 +11,18 @@ public struct EnqueueRequest: Sendable {
     public var payload: String
     public var idempotencyKey: String?
     public var runAt: Date?
+    /// The trace the job's dispatch continues; not part of what an idempotency key compares.
+    public var trace: JobTraceContext?
 
-    public init(org: String, session: String, kind: JobKind, payload: String, idempotencyKey: String? = nil, runAt: Date? = nil) {
+    public init(org: String, session: String, kind: JobKind, payload: String, idempotencyKey: String? = nil, runAt: Date? = nil,
+                trace: JobTraceContext? = nil) {
         self.org = org
         self.session = session
         self.kind = kind
         self.payload = payload
         self.idempotencyKey = idempotencyKey
         self.runAt = runAt
+        self.trace = trace
     }
 }
 
@@ -46,7 +50,7 @@ public enum Outbox {
                 SELECT outbox_id, wa_message_id, replayed, status, created_at
                 FROM wa_outbox.enqueue(\(request.org), \(request.session), \(request.kind.rawValue),
                                        \(PostgresJSONB(request.payload)), \(request.idempotencyKey),
-                                       coalesce(\(request.runAt), now()))
+                                       coalesce(\(request.runAt), now()), \(request.trace?.traceParent), \(request.trace?.traceState))
                 """)
         } catch let error as PostgresError {
             if let code = ErrorCode.fromSQLState(error.sqlState) { throw OutboxError(code, error.message) }
