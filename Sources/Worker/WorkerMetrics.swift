@@ -1,5 +1,6 @@
 import Metrics
 import OutboxCore
+import OutboxStore
 
 /// The worker's metrics, through swift-metrics (exported by the admin port's Prometheus registry).
 ///
@@ -24,8 +25,11 @@ enum WorkerMetrics {
     static func rescued(_ count: Int) { Counter(label: "wa_outbox_lease_rescues_total").increment(by: count) }
     static func postgresError() { Counter(label: "wa_outbox_postgres_errors_total").increment() }
 
-    static func queue(depth: Int, oldestSeconds: Double) {
-        Gauge(label: "wa_outbox_queue_depth").record(depth)
-        Gauge(label: "wa_outbox_oldest_queued_seconds").record(oldestSeconds)
+    static func queue(_ gauges: QueueGauges) {
+        Gauge(label: "wa_outbox_queue_depth").record(gauges.queued)
+        Gauge(label: "wa_outbox_oldest_queued_seconds").record(gauges.oldestQueuedSeconds)
+        // Fleet-wide, the same in every worker; what deploy/ scales on (docs/operations.md).
+        Gauge(label: "wa_outbox_runnable_demand").record(gauges.runnableDemand)
+        Gauge(label: "wa_outbox_dispatch_demand").record(gauges.dispatchDemand)
     }
 }

@@ -56,6 +56,8 @@ struct AdminTests {
         #expect(samples["wa_outbox_jobs_total{kind=send,outcome=succeeded}"] == Double(succeeded))
         #expect(samples["wa_outbox_jobs_total{kind=send,outcome=failed}"] == Double(failed))
         #expect(samples["wa_outbox_dispatch_duration_seconds_count{engine=wuzapi}"] == Double(succeeded + failed))
+        // The demand autoscalers follow (docs/operations.md), read with the queue gauges when the worker started.
+        #expect(samples["wa_outbox_runnable_demand{}"] != nil && samples["wa_outbox_dispatch_demand{}"] != nil)
         // No high-cardinality label anywhere: no session, chat, org or job id.
         #expect(!samples.keys.contains { $0.contains("ok1") || $0.contains("banned") || $0.contains("whatsapp.net") || $0.contains("org1") })
 

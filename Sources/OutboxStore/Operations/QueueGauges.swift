@@ -10,16 +10,26 @@ public struct QueueGauges: Sendable, Equatable {
     /// Age of the oldest job at the head of a lane: how long the longest-waiting message has been
     /// waiting (0 when nothing waits).
     public var oldestQueuedSeconds: Double
+    /// Dispatches that could start now (`wa_outbox.runnable_demand()`): ready lanes, at most one per
+    /// chat, bounded by each session's free slots; only sessions the claim would take.
+    public var runnableDemand: Int
+    /// Dispatches running now plus `runnableDemand` (`wa_outbox.dispatch_demand()`): what an
+    /// autoscaler follows.
+    public var dispatchDemand: Int
 
-    public init(queued: Int, oldestQueuedSeconds: Double) {
+    public init(queued: Int, oldestQueuedSeconds: Double, runnableDemand: Int = 0, dispatchDemand: Int = 0) {
         self.queued = queued
         self.oldestQueuedSeconds = oldestQueuedSeconds
+        self.runnableDemand = runnableDemand
+        self.dispatchDemand = dispatchDemand
     }
 
     public static func read(on connection: PostgresConnection) async throws -> QueueGauges {
         let row = try await connection.query("""
             SELECT (coalesce(sum(l.pending), 0) - count(*) FILTER (WHERE l.busy))::int8,
-                   coalesce(extract(epoch FROM now() - min(h.created_at)), 0)::float8
+                   coalesce(extract(epoch FROM now() - min(h.created_at)), 0)::float8,
+                   (SELECT wa_outbox.runnable_demand()),
+                   (SELECT coalesce(sum(s.in_flight), 0)::int8 FROM wa_outbox.sessions s)
             FROM wa_outbox.lanes l
             LEFT JOIN LATERAL (
                 SELECT j.created_at FROM wa_outbox.jobs j
@@ -29,7 +39,9 @@ public struct QueueGauges: Sendable, Equatable {
             ) h ON true
             WHERE l.pending > 0
             """)[0]
-        return QueueGauges(queued: try row.decode(at: 0), oldestQueuedSeconds: try row.decode(at: 1))
+        let runnable: Int = try row.decode(at: 2)
+        return QueueGauges(queued: try row.decode(at: 0), oldestQueuedSeconds: try row.decode(at: 1),
+                           runnableDemand: runnable, dispatchDemand: runnable + (try row.decode(Int.self, at: 3)))
     }
 
     /// Whether some lane has work a worker could claim now or soon (its session active and not

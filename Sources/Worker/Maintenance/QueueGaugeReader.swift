@@ -1,7 +1,8 @@
 import OutboxStore
 import PostgresClient
 
-/// Exports the queue's depth and the oldest waiting job's age as gauges.
+/// Exports the queue's depth, the oldest waiting job's age and the demand for dispatch slots as
+/// gauges. Every worker exports the same fleet-wide values: aggregate them with max, not sum.
 struct QueueGaugeReader: MaintenanceService {
     let name = "reading queue gauges"
     let interval: Duration
@@ -9,6 +10,6 @@ struct QueueGaugeReader: MaintenanceService {
 
     func runOnce() async throws {
         let gauges = try await database.withConnection { try await QueueGauges.read(on: $0) }
-        WorkerMetrics.queue(depth: gauges.queued, oldestSeconds: gauges.oldestQueuedSeconds)
+        WorkerMetrics.queue(gauges)
     }
 }
