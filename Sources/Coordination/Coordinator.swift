@@ -229,31 +229,6 @@ public final class Coordinator: Sendable {
         }
     }
 
-    /// Runs `body` while holding the lock on an organization's idempotency key, waiting up to
-    /// `wait` for a concurrent request with the same key to finish first. Combined with the outbox's
-    /// unique key, the second request then returns the first one's result.
-    public func withIdempotencyLock<T: Sendable>(
-        org: String, key idempotencyKey: String, wait: Duration = .seconds(10), _ body: () async throws -> T
-    ) async throws -> T {
-        let lockKey = "\(prefix):{o:\(org)}:idem:\(idempotencyKey)"
-        let token = UUID().uuidString
-        let deadline = ContinuousClock.now + wait
-        while true {
-            let reply = try await redis.send("SET", lockKey, token, "NX", "PX", Int(lockTTL.milliseconds))
-            if reply == .status("OK") { break }
-            guard ContinuousClock.now < deadline else { throw IdempotencyKeyBusy(key: idempotencyKey) }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        do {
-            let value = try await body()
-            _ = try? await redis.evaluate(Self.releaseScript, keys: [lockKey], arguments: [token])
-            return value
-        } catch {
-            _ = try? await redis.evaluate(Self.releaseScript, keys: [lockKey], arguments: [token])
-            throw error
-        }
-    }
-
     func markAvailable(_ value: Bool, _ error: (any Error)? = nil) {
         let was = available.exchange(value, ordering: .relaxed)
         if was && !value {
@@ -337,10 +312,4 @@ public final class Coordinator: Sendable {
         if token and string.sub(token, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
         return 0
         """
-}
-
-
-public struct IdempotencyKeyBusy: Error, Sendable, CustomStringConvertible {
-    public var key: String
-    public var description: String { "another request with idempotency key \(key) is still running" }
 }

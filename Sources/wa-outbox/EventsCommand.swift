@@ -20,13 +20,13 @@ struct EventsCommand: AsyncParsableCommand {
         func run() async throws {
             let logger = makeLogger("wa-outbox.events")
             let db = try database.database(connections: 1, logger: logger)
-            var cursor = after
+            var cursor = try await EventLog.cursor(afterID: after, org: org, in: db)
             let listener = follow ? PostgresListener(configuration: try database.configuration(), channels: ["wa_outbox_events"], logger: logger) : nil
             var wakeups = listener?.events().makeAsyncIterator()
             while true {
                 let events = try await EventLog.after(cursor, org: org, in: db)
                 for event in events { printJSON(event) }
-                cursor = events.last?.id ?? cursor
+                cursor = events.last?.cursor ?? cursor
                 if events.count == 500 { continue }
                 guard wakeups != nil else { break }
                 _ = await wakeups?.next()

@@ -8,6 +8,7 @@ import NIOCore
 import OutboxCore
 import OutboxStore
 import PostgresClient
+import Synchronization
 import Testing
 import TestSupport
 @testable import GatewayAPI
@@ -183,11 +184,11 @@ struct AuthenticatorTests {
 @Suite("Login tokens")
 struct LoginTokenTests {
     /// Tokens checked against `server`'s JWKS, keys refetched for an unknown kid at most every `cooldown`.
-    func verifier(_ server: JWKSServer, cooldown: Duration = .seconds(30), roles: [String: Set<Capability>] = GatewayAuthConfiguration.defaultRoles)
-        -> LoginTokens {
+    func verifier(_ server: JWKSServer, cooldown: Duration = .seconds(30), roles: [String: Set<Capability>] = GatewayAuthConfiguration.defaultRoles,
+                  now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) -> LoginTokens {
         let configuration = GatewayAuthConfiguration.JWT(jwksURL: server.url, issuer: "https://app.example", audience: "wa-gateway", roles: roles,
                                                          refreshCooldown: cooldown)
-        return LoginTokens(configuration: configuration, keys: JWKSKeys(url: server.url, refreshCooldown: cooldown, logger: TestEnvironment.logger))
+        return LoginTokens(configuration: configuration, keys: JWKSKeys(url: server.url, refreshCooldown: cooldown, logger: TestEnvironment.logger, now: now))
     }
 
     func refusal(_ verifier: LoginTokens, _ token: String) async -> String? {
@@ -245,8 +246,10 @@ struct LoginTokenTests {
         defer { server.stop() }
         let first = ES256PrivateKey(), second = ES256PrivateKey()
         server.publish(first, kid: "k1")
-        let cooldown = Duration.milliseconds(400)
-        let tokens = verifier(server, cooldown: cooldown)
+        // The cache's clock is the test's: a loaded machine cannot make the cooldown pass early.
+        let cooldown = Duration.seconds(30)
+        let clock = SteppedClock()
+        let tokens = verifier(server, cooldown: cooldown, now: clock.now)
         _ = try await tokens.principal(from: try await TestLoginClaims().signed(with: first, kid: "k1"))
         #expect(server.fetches == 1)
 
@@ -257,7 +260,7 @@ struct LoginTokenTests {
         #expect(server.fetches == 1)
 
         // After it, one fetch finds k2.
-        try await Task.sleep(for: cooldown + .milliseconds(50))
+        clock.advance(by: cooldown)
         #expect(await refusal(tokens, rotated) == nil)
         #expect(server.fetches == 2)
 
@@ -270,7 +273,7 @@ struct LoginTokenTests {
         }
         await burst()
         #expect(server.fetches == 2)
-        try await Task.sleep(for: cooldown + .milliseconds(50))
+        clock.advance(by: cooldown)
         await burst()
         #expect(server.fetches == 3)
         #expect(await tokens.keys.fetchCount == 3)
@@ -304,4 +307,14 @@ struct GatewayAuthConfigurationTests {
             #expect(throws: GatewayAuthConfiguration.Invalid.self, "\(environment)") { try GatewayAuthConfiguration.fromEnvironment(environment) }
         }
     }
+}
+
+/// A clock that moves only when the test moves it.
+final class SteppedClock: Sendable {
+    private let offset = Mutex(Duration.zero)
+    private let start = ContinuousClock.now
+
+    var now: @Sendable () -> ContinuousClock.Instant { { self.start + self.offset.withLock { $0 } } }
+
+    func advance(by duration: Duration) { offset.withLock { $0 += duration } }
 }

@@ -5,6 +5,7 @@ import OutboxCore
 import OutboxStore
 import PostgresClient
 import Synchronization
+import TestSupport
 import Testing
 
 @Suite("Event stream")
@@ -78,15 +79,16 @@ struct EventStreamTests {
             let all = seen + rest
             #expect(all.count == 50)
             #expect(Set(all).count == all.count, "no event twice")
-            #expect(all == all.sorted())
-            let ids = try await fixture.database.query("SELECT id FROM wa_outbox.events WHERE org = 'orgA' ORDER BY id").map { try $0.decode(Int64.self, at: 0) }
+            // The stream's order is the order events became visible: (transaction, id).
+            let ids = try await fixture.database.query("SELECT id FROM wa_outbox.events WHERE org = 'orgA' ORDER BY tx, id").map { try $0.decode(Int64.self, at: 0) }
             #expect(all == ids, "every event, once, in order")
             #expect(jobs.count == 50)
         }
     }
 
     @Test func aSlowClientIsCutOffWithoutHoldingBackAFastOne() async throws {
-        let fixture = try await EventFixture.make()
+        let server = try await PrivateServer.start(.postgres)
+        let fixture = try await EventFixture.make(url: server.url)
         // A long session id makes each event a few hundred bytes, so the socket buffers fill sooner.
         let session = "s" + String(repeating: "x", count: 300)
         try await fixture.addSession(session, org: "orgA")
@@ -105,7 +107,8 @@ struct EventStreamTests {
                 try await fixture.enqueue(1_000, session: session, org: "orgA")
                 chunks += 1
                 let last = try await fixture.lastEventID()
-                let deadline = ContinuousClock.now + .seconds(20)
+                // A liveness bound, not a speed target: held back, the fast client would never catch up.
+                let deadline = ContinuousClock.now + .seconds(60)
                 while progress.current < last {
                     #expect(ContinuousClock.now < deadline, "the fast client is held back after \(chunks) chunks")
                     if ContinuousClock.now >= deadline { break }
@@ -119,6 +122,8 @@ struct EventStreamTests {
             fast.cancel()
             _ = slow
         }
+        await fixture.database.close()
+        await server.destroy()
     }
 
     @Test func finalReturnsAJobsFinalEventOrNilAtTheDeadline() async throws {
@@ -160,6 +165,37 @@ struct EventStreamTests {
         #expect(await hub.final(org: "orgA", jobID: jobs[2], until: .now + .milliseconds(400)) == nil)
         #expect(ContinuousClock.now - waited >= .milliseconds(400))
         #expect(await hub.final(org: "orgB", jobID: jobs[0], until: .now + .milliseconds(100)) == nil)
+    }
+
+    /// A write transaction left open holds the ordered stream back; a synchronous request waiting
+    /// for its job is answered anyway, once the job's final event commits.
+    @Test func aWaitingRequestIsAnsweredWhileAnOpenTransactionHoldsTheStreamBack() async throws {
+        let server = try await PrivateServer.start(.postgres)
+        let fixture = try await EventFixture.make(url: server.url)
+        try await fixture.addSession("sa", org: "orgA")
+        let hub = fixture.hub()
+        let running = Task { try await hub.run() }
+        let job = try #require(try await fixture.enqueue(1, session: "sa", org: "orgA").first)
+        let blocker = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
+        try await blocker.execute("BEGIN")
+        _ = try await blocker.query("SELECT pg_current_xact_id()")
+
+        let waiting = Task { await hub.final(org: "orgA", jobID: job, until: .now + .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(300))
+        let worker = UUID()
+        try await fixture.database.withConnection { connection in
+            let claimed = try #require(try await ClaimQuery.claim(workerID: worker, limit: 1, on: connection).jobs.first)
+            _ = try await CompletionQuery.complete([Completion(jobID: claimed.id, attempt: claimed.attempt, workerID: worker, outcome: .succeeded)], on: connection)
+        }
+        let event = await waiting.value
+        #expect(event?.status == "sent")
+        #expect(try await EventLog.after(.start, org: "orgA", in: fixture.database).map(\.status) == ["queued"], "the ordered stream is still held back")
+        #expect(await hub.final(org: "orgB", jobID: job, until: .now + .milliseconds(300)) == nil, "another organization's waiter gets nothing")
+        try await blocker.execute("ROLLBACK")
+        await blocker.close()
+        running.cancel()
+        await fixture.database.close()
+        await server.destroy()
     }
 
     @Test func ticketsOpenTheStreamWithoutHeadersAndNothingElse() async throws {

@@ -23,8 +23,10 @@ struct EventFixture {
     let url: String
     let database: PostgresDatabase
 
-    static func make() async throws -> EventFixture {
-        let url = try await TestEnvironment.freshDatabase(prefix: "events")
+    /// A new database on the server of the stream tests, or on `url` (a `PrivateServer` of the
+    /// test's own, for a test that holds transactions open).
+    static func make(url: String? = nil) async throws -> EventFixture {
+        let url = if let url { url } else { try await TestEnvironment.freshStreamDatabase(prefix: "events") }
         let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 8, logger: TestEnvironment.logger)
         try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
         return EventFixture(url: url, database: database)
@@ -105,11 +107,11 @@ struct SSEMessage: Sendable, Equatable {
 
 struct TimedOut: Error {}
 
-/// The last event id a stream reader has seen, for the test to watch.
+/// The highest event id a stream reader has seen, for the test to watch.
 final class Progress: Sendable {
     private let value = Mutex<Int64>(0)
     var current: Int64 { value.withLock { $0 } }
-    func set(_ id: Int64) { value.withLock { $0 = id } }
+    func set(_ id: Int64) { value.withLock { $0 = max($0, id) } }
 }
 
 func withTimeout<T: Sendable>(_ limit: Duration, _ operation: @Sendable @escaping () async throws -> T) async throws -> T {

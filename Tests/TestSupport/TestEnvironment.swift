@@ -32,7 +32,19 @@ public enum TestEnvironment {
     /// A new, empty database on the shared server, so suites running in parallel never see each
     /// other's rows. Returns its URL.
     public static func freshDatabase(prefix: String = "t") async throws -> String {
-        let base = try databaseURL()
+        try await freshDatabase(prefix: prefix, on: try databaseURL())
+    }
+
+    /// A new database for a test that reads the event stream in order. That read waits for every
+    /// older write transaction in the cluster, and on the shared server a parallel suite's bulk
+    /// statement (many seconds on a loaded machine) holds it back; `scripts/test` starts a second
+    /// server for these tests (STREAM_DATABASE_URL). Without one, the shared server.
+    public static func freshStreamDatabase(prefix: String = "t") async throws -> String {
+        let streams = ProcessInfo.processInfo.environment["STREAM_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+        return try await freshDatabase(prefix: prefix, on: try streams ?? databaseURL())
+    }
+
+    static func freshDatabase(prefix: String, on base: String) async throws -> String {
         let name = "\(prefix)_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
         let admin = try await PostgresConnection.connect(PostgresConfiguration(base), logger: logger)
         // A database name is an identifier; `name` is built above from hex digits only.

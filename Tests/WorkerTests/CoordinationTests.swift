@@ -234,6 +234,41 @@ struct CoordinationTests {
         try await coordinator.withIdempotencyLock(org: "org2", key: "k1", wait: .milliseconds(100)) {}
     }
 
+    /// Fifty retries of one key while the first runs: once it is done, the others run side by side
+    /// (each finds the first's job) instead of taking the lock one after another. Each body takes
+    /// 200 ms; in turn, fifty would need 10 s and outlast a 5 s wait.
+    @Test func retriesOfAFinishedKeyAreAnsweredTogether() async throws {
+        let coordinator = try coordinator()
+        let key = "burst-\(UUID().uuidString)"
+        let running = NIOLockedValueBox((now: 0, most: 0))
+        let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    do {
+                        try await coordinator.withIdempotencyLock(org: "org1", key: key, wait: .seconds(5)) {
+                            running.withLockedValue { $0.now += 1; $0.most = max($0.most, $0.now) }
+                            try await Task.sleep(for: .milliseconds(200))
+                            running.withLockedValue { $0.now -= 1 }
+                        }
+                        return true
+                    } catch is IdempotencyKeyBusy {
+                        return false
+                    }
+                }
+            }
+            return try await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 }.count == 50, "every retry answered, none 409")
+        #expect(running.withLockedValue { $0.most } > 1, "the retries after the first ran together")
+        // A failed first request frees the key for the next at once (no `done` left behind).
+        struct Refused: Error {}
+        let failing = "fails-\(UUID().uuidString)"
+        await #expect(throws: Refused.self) { try await coordinator.withIdempotencyLock(org: "org1", key: failing) { throw Refused() } }
+        let ran = NIOLockedValueBox(false)
+        try await coordinator.withIdempotencyLock(org: "org1", key: failing, wait: .milliseconds(100)) { ran.withLockedValue { $0 = true } }
+        #expect(ran.withLockedValue { $0 })
+    }
+
     @Test func redisMemoryStaysBoundedAfterManySessions() async throws {
         // A Redis of its own: used_memory is server-wide, and the shared server holds whatever the
         // suites running beside this one write (in CI, a shared server's figure once ended 1.4 MB

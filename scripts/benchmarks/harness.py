@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from stats import median_percentiles, percentile, percentiles
+
 BIN = os.environ["WA_BIN"]
 DB = os.environ["DATABASE_URL"]
 REDIS = os.environ["BENCH_REDIS_URL"]
@@ -163,11 +165,6 @@ def scenario_drain():
     log(f"  1 worker, simulator over HTTP in its own process: {http['jobs_per_s']:,} jobs/s, worker peak RSS {http['peak_rss_mb']} MB")
 
 
-def percentile(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
-
-
 def latency_run(rate, producers, seconds):
     """One latency run of wa-outbox: a fresh queue, one worker, `producers` paced producers
     (paced.py) calling wa_outbox.enqueue; wall clock before each call to the simulator's wall
@@ -210,25 +207,18 @@ def latency_run(rate, producers, seconds):
             "p99_ms": round(percentile(latencies, 99), 2)}
 
 
-def pgqueuer_latency_run(rate, seconds):
-    peers = os.path.join(os.path.dirname(__file__), "peers.py")
-    done = subprocess.run([sys.executable, peers, "--pgqueuer-latency", str(rate), str(seconds)], capture_output=True, text=True,
-                          env=dict(os.environ, PEER_DB=DB))
+def run_json(script, *args):
+    """Runs scripts/benchmarks/`script` with the harness's environment; its last line is JSON."""
+    done = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), script), *map(str, args)],
+                          stdout=subprocess.PIPE, text=True, env=dict(os.environ, PEER_DB=DB))
     if done.returncode != 0:
-        log(done.stdout[-3000:], done.stderr[-3000:])
-        raise RuntimeError("pgqueuer latency failed")
+        log(done.stdout[-3000:])
+        raise RuntimeError(f"{script} failed")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def median_percentiles(runs):
-    """The median of each percentile over runs, with the runs themselves listed."""
-    keys = ("p50_ms", "p95_ms", "p99_ms")
-    return dict(runs[0], **{k: round(statistics.median(r[k] for r in runs), 2) for k in keys},
-                rounds=[{k: r[k] for k in keys} for r in runs])
-
-
-def percentiles(run):
-    return f"p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, p99 {run['p99_ms']} ms"
+def pgqueuer_latency_run(rate, seconds):
+    return run_json("peers.py", "--pgqueuer-latency", rate, seconds)
 
 
 def scenario_latency():
@@ -363,21 +353,20 @@ def scenario_ceiling():
 
 
 def scenario_peers():
-    peers = os.path.join(os.path.dirname(__file__), "peers.py")
     count = min(N, 20_000) if QUICK else N
     log(f"\n## peers on the same server and settings: {count:,} no-op jobs each")
-    done = subprocess.run([sys.executable, peers, str(count), "1" if QUICK else "0"], capture_output=True, text=True,
-                          env=dict(os.environ, PEER_DB=DB))
-    if done.returncode != 0:
-        log(done.stdout[-3000:], done.stderr[-3000:])
-        raise RuntimeError("peers failed")
-    results["peers"] = json.loads(done.stdout.strip().splitlines()[-1])
+    results["peers"] = run_json("peers.py", count, 1 if QUICK else 0)
     for name, figures in results["peers"].items():
         log(f"  {name}: {figures}")
 
 
+def scenario_api():
+    log("\n## gateway API (wa-outbox api): synchronous sends at 100/s beside the engine call alone; async sends under wrk")
+    results["api"] = run_json("api.py")
+
+
 SCENARIOS = {"drain": scenario_drain, "latency": scenario_latency, "backlog": scenario_backlog, "bloat": scenario_bloat,
-             "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers}
+             "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers, "api": scenario_api}
 
 
 def main():

@@ -22,7 +22,8 @@ public actor JWKSKeys {
     let refreshCooldown: Duration
     let maxKeyAge: Duration
     let logger: Logger
-    let clock = ContinuousClock()
+    /// The time; a test passes its own to step past the cooldown without sleeping.
+    let now: @Sendable () -> ContinuousClock.Instant
 
     private var keys = JWTKeyCollection()
     private var kids: Set<String> = []
@@ -32,7 +33,8 @@ public actor JWKSKeys {
     public private(set) var fetchCount = 0
 
     public init(url: String, client: HTTPClient = .shared, refreshCooldown: Duration = .seconds(30), maxKeyAge: Duration = .seconds(600),
-                logger: Logger) {
+                logger: Logger, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
+        self.now = now
         self.url = url
         self.client = client
         self.refreshCooldown = refreshCooldown
@@ -43,9 +45,9 @@ public actor JWKSKeys {
     /// The keys, once they hold `kid`; fetching first if the cache is old, or if it lacks `kid` and
     /// the cooldown has passed.
     public func keys(for kid: String) async throws(Failure) -> JWTKeyCollection {
-        let now = clock.now
-        let stale = fetchedAt.map { now - $0 >= maxKeyAge } ?? true
-        let mayRefresh = fetchedAt.map { now - $0 >= refreshCooldown } ?? true
+        let time = now()
+        let stale = fetchedAt.map { time - $0 >= maxKeyAge } ?? true
+        let mayRefresh = fetchedAt.map { time - $0 >= refreshCooldown } ?? true
         if stale || (!kids.contains(kid) && mayRefresh) {
             await refresh()
         }
@@ -67,7 +69,7 @@ public actor JWKSKeys {
 
     private func fetch() async {
         fetchCount += 1
-        fetchedAt = clock.now
+        fetchedAt = now()
         do {
             var request = HTTPClientRequest(url: url)
             request.headers.add(name: "Accept", value: "application/json")
@@ -87,7 +89,7 @@ public actor JWKSKeys {
             }
             keys = collection
             kids = loaded
-            fetchedAt = clock.now
+            fetchedAt = now()
             logger.debug("JWKS fetched", metadata: ["url": "\(url)", "keys": "\(loaded.count)"])
         } catch {
             logger.warning("JWKS fetch failed", metadata: ["url": "\(url)", "error": "\(error)"])

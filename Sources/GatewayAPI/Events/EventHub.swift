@@ -39,7 +39,7 @@ public final class EventHub: Service, JobEvents, Sendable {
 
     private struct State {
         /// The last event fanned out; nil until `run()` has read where the log ends.
-        var cursor: Int64?
+        var cursor: EventCursor?
         var stopped = false
         var nextID: UInt64 = 0
         var subscribers: [String: [UInt64: Subscription]] = [:]
@@ -78,6 +78,7 @@ public final class EventHub: Service, JobEvents, Sendable {
                 group.addTask { await self.tick(every: self.configuration.keepAliveInterval) { self.keepAlive() } }
                 for await _ in self.wakeups {
                     await self.readAvailable()
+                    await self.answerWaiters()
                 }
                 group.cancelAll()
             }
@@ -86,12 +87,12 @@ public final class EventHub: Service, JobEvents, Sendable {
 
     // MARK: Streams
 
-    /// A new stream of `org`'s events. With `resume` (the last id the client has), the events after
-    /// it up to `replayThrough` are the caller's to read from the log (`history`); live events
-    /// after them arrive in the subscription, so nothing is missed or repeated.
-    public func subscribe(org: String, filter: EventFilter, resume: Int64?) async throws -> (subscription: Subscription, replayThrough: Int64) {
+    /// A new stream of `org`'s events. With `resume` (where the client is: `cursor(afterID:org:)`),
+    /// the events after it up to `replayThrough` are the caller's to read from the log (`history`);
+    /// live events after them arrive in the subscription, so nothing is missed or repeated.
+    public func subscribe(org: String, filter: EventFilter, resume: EventCursor?) async throws -> (subscription: Subscription, replayThrough: EventCursor) {
         for _ in 0..<500 {
-            let registered = try state.withLock { state -> (Subscription, Int64)? in
+            let registered = try state.withLock { state -> (Subscription, EventCursor)? in
                 if state.stopped { throw APIError(.serviceUnavailable, .internalError, "the event stream is shutting down; reconnect") }
                 guard let cursor = state.cursor else { return nil }
                 state.nextID += 1
@@ -115,9 +116,14 @@ public final class EventHub: Service, JobEvents, Sendable {
         }
     }
 
+    /// Where a client that last had event `id` of `org` resumes (its `Last-Event-ID`).
+    public func cursor(afterID id: Int64, org: String) async throws -> EventCursor {
+        try await EventLog.cursor(afterID: id, org: org, in: database)
+    }
+
     /// One page of `org`'s events after `cursor` and up to `through`, for a stream's replay.
-    public func history(org: String, after cursor: Int64, through: Int64) async throws -> [StatusEvent] {
-        try await EventLog.after(cursor, org: org, limit: configuration.batchSize, in: database).filter { $0.id <= through }
+    public func history(org: String, after cursor: EventCursor, through: EventCursor) async throws -> [StatusEvent] {
+        try await EventLog.after(cursor, org: org, limit: configuration.batchSize, in: database).filter { $0.cursor <= through }
     }
 
     // MARK: Job waiters
@@ -170,7 +176,7 @@ public final class EventHub: Service, JobEvents, Sendable {
 
     // MARK: Reading
 
-    private func startingCursor() async -> Int64? {
+    private func startingCursor() async -> EventCursor? {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
@@ -205,12 +211,12 @@ public final class EventHub: Service, JobEvents, Sendable {
                 return
             }
             guard let last = events.last else { return }
-            fanOut(events, through: last.id)
+            fanOut(events, through: last.cursor)
             if events.count < configuration.batchSize { return }
         }
     }
 
-    private func fanOut(_ events: [StatusEvent], through last: Int64) {
+    private func fanOut(_ events: [StatusEvent], through last: EventCursor) {
         let byOrg = Dictionary(grouping: events, by: \.org)
         state.withLock { state in
             state.cursor = last
@@ -221,14 +227,35 @@ public final class EventHub: Service, JobEvents, Sendable {
                     logger.info("event stream fell behind; ended", metadata: ["org": "\(org)", "buffer": "\(configuration.subscriberBuffer)"])
                 }
             }
-            guard !state.waiters.isEmpty else { return }
-            for event in events where StatusEvent.finalStatuses.contains(event.status) {
-                guard let outboxID = Int64(event.outboxId), let waiters = state.waiters[outboxID] else { continue }
-                for (key, waiter) in waiters where waiter.org == event.org {
-                    waiter.continuation.yield(event)
-                    state.waiters[outboxID]?[key] = nil
-                }
+            deliver(events, toWaitersIn: &state)
+        }
+    }
+
+    /// Looks up the final events of the jobs that requests wait for, by job id. The ordered read
+    /// waits for every older write transaction in the cluster to end (a bulk enqueue can take
+    /// seconds); a waiting request does not: its job's event answers it once committed.
+    private func answerWaiters() async {
+        let jobs = state.withLock { state in
+            state.waiters.flatMap { jobID, waiters in Set(waiters.values.map(\.org)).map { (id: jobID, org: $0) } }
+        }
+        guard !jobs.isEmpty else { return }
+        do {
+            let events = try await EventLog.finals(of: jobs, in: database)
+            state.withLock { deliver(events, toWaitersIn: &$0) }
+        } catch {
+            logger.warning("cannot read the final events of waiting requests; the next poll retries", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func deliver(_ events: [StatusEvent], toWaitersIn state: inout State) {
+        guard !state.waiters.isEmpty else { return }
+        for event in events where StatusEvent.finalStatuses.contains(event.status) {
+            guard let outboxID = Int64(event.outboxId), let waiters = state.waiters[outboxID] else { continue }
+            for (key, waiter) in waiters where waiter.org == event.org {
+                waiter.continuation.yield(event)
+                state.waiters[outboxID]?[key] = nil
             }
+            if state.waiters[outboxID]?.isEmpty == true { state.waiters[outboxID] = nil }
         }
     }
 

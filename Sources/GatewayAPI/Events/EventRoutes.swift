@@ -59,7 +59,8 @@ public struct EventRoutes: Sendable {
         let filter = EventFilter(sessions: Self.list(query["session"]), statuses: Self.list(query["status"]))
         let resume = try Self.resumeID(header: request.headers[.lastEventID], query: query["after"].map(String.init))
 
-        let (subscription, replayThrough) = try await hub.subscribe(org: principal.org, filter: filter, resume: resume)
+        let resumeCursor: EventCursor? = if let resume { try await hub.cursor(afterID: resume, org: principal.org) } else { nil }
+        let (subscription, replayThrough) = try await hub.subscribe(org: principal.org, filter: filter, resume: resumeCursor)
         let hub = self.hub
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"
@@ -71,13 +72,13 @@ public struct EventRoutes: Sendable {
                 try await ServerSentEvents.run(until: subscription) {
                     let output = ServerSentEvents()
                     try await writer.write(output.start())
-                    if let resume, resume < replayThrough {
-                        var cursor = resume
+                    if let resumeCursor, resumeCursor < replayThrough {
+                        var cursor = resumeCursor
                         while cursor < replayThrough {
                             let page = try await hub.history(org: principal.org, after: cursor, through: replayThrough)
                             guard let last = page.last else { break }
                             try await writer.write(output.events(page.filter(filter.matches)))
-                            cursor = last.id
+                            cursor = last.cursor
                         }
                     }
                     while let delivery = await subscription.next() {

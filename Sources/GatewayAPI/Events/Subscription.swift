@@ -50,8 +50,8 @@ public final class Subscription: Sendable {
     private struct State {
         var events: [StatusEvent] = []
         var keepAlive = false
-        /// Live events with an id up to this one were already replayed (or the client had them).
-        var skipThrough: Int64
+        /// Live events up to this cursor were already replayed (or the client had them).
+        var skipThrough: EventCursor
         var end: End?
         var waiter: CheckedContinuation<Delivery?, Never>?
         var endWaiters: [CheckedContinuation<Void, Never>] = []
@@ -59,7 +59,7 @@ public final class Subscription: Sendable {
 
     private let state: Mutex<State>
 
-    init(id: UInt64, org: String, filter: EventFilter, capacity: Int, skipThrough: Int64) {
+    init(id: UInt64, org: String, filter: EventFilter, capacity: Int, skipThrough: EventCursor) {
         self.id = id
         self.org = org
         self.filter = filter
@@ -77,7 +77,7 @@ public final class Subscription: Sendable {
         guard !wanted.isEmpty else { return true }
         return state.withLock { state -> Bool in
             guard state.end == nil else { return false }
-            let fresh = wanted.filter { $0.id > state.skipThrough }
+            let fresh = wanted.filter { $0.cursor > state.skipThrough }
             guard !fresh.isEmpty else { return true }
             if state.events.count + fresh.count > capacity {
                 finish(.overflow, &state)
@@ -100,14 +100,6 @@ public final class Subscription: Sendable {
     /// Ends the subscription; what is buffered is dropped.
     public func finish(_ end: End) {
         state.withLock { finish(end, &$0) }
-    }
-
-    /// Raises the id below which live events are skipped (after a replay wrote them).
-    func skip(through id: Int64) {
-        state.withLock { state in
-            state.skipThrough = max(state.skipThrough, id)
-            state.events.removeAll { $0.id <= state.skipThrough }
-        }
     }
 
     /// Waits for events or a keep-alive tick; nil once the subscription has ended (or the task is cancelled).

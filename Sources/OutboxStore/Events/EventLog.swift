@@ -18,7 +18,11 @@ public struct StatusEvent: Sendable, Equatable, Codable {
     public var errorMessage: String?
     /// Unix seconds, with fractions.
     public var timestamp: Double
+    /// The id of the transaction that wrote it: with `id`, its place in the stream (`cursor`).
+    public var tx: Int64 = 0
     public var mode: String { "async" }
+    /// Where a reader that has this event resumes.
+    public var cursor: EventCursor { EventCursor(tx: tx, id: id) }
 
     /// The statuses after which a job writes no other (but receipts: delivered, read, undelivered).
     public static let finalStatuses: Set<String> = ["sent", "edited", "revoked", "failed", "canceled"]
@@ -33,7 +37,7 @@ public struct StatusEvent: Sendable, Equatable, Codable {
     /// The columns `init(row:)` reads, from `wa_outbox.events` or a function returning its rows.
     public static let columns = """
         id, org, session_id, job_id, wa_message_id, kind, status, attempt, error_code, error_message,
-        extract(epoch FROM created_at)::float8
+        extract(epoch FROM created_at)::float8, tx::text::int8
         """
 
     /// An event from a row of `columns`. Session events have no job and no message id.
@@ -42,12 +46,13 @@ public struct StatusEvent: Sendable, Equatable, Codable {
             id: try row.decode(at: 0), org: try row.decode(at: 1), session: try row.decode(at: 2),
             outboxId: try row.decode(Int64?.self, at: 3).map(String.init) ?? "", waMessageId: try row.decode(String?.self, at: 4) ?? "",
             kind: try row.decode(at: 5), status: try row.decode(at: 6), attempt: try row.decode(at: 7),
-            errorCode: try row.decode(at: 8), errorMessage: try row.decode(at: 9), timestamp: try row.decode(at: 10)
+            errorCode: try row.decode(at: 8), errorMessage: try row.decode(at: 9), timestamp: try row.decode(at: 10),
+            tx: try row.decode(at: 11)
         )
     }
 
     public init(id: Int64, org: String, session: String, outboxId: String, waMessageId: String, kind: String, status: String,
-                attempt: Int, errorCode: String?, errorMessage: String?, timestamp: Double) {
+                attempt: Int, errorCode: String?, errorMessage: String?, timestamp: Double, tx: Int64 = 0) {
         self.id = id
         self.org = org
         self.session = session
@@ -59,31 +64,53 @@ public struct StatusEvent: Sendable, Equatable, Codable {
         self.errorCode = errorCode
         self.errorMessage = errorMessage
         self.timestamp = timestamp
+        self.tx = tx
     }
 }
 
 /// The `message.status` stream, read by cursor.
 ///
-/// A reader that resumes after the last id it saw never misses an event: `events_after` only
-/// returns events whose transaction is older than every transaction still in progress, so an event
-/// that commits late with a lower id is not skipped.
+/// Events come in the order they became visible, (tx, id), and a reader that resumes after the
+/// last cursor it saw misses nothing and repeats nothing: `events_after` returns only events whose
+/// transaction is older than every transaction still running, and every later event sorts after
+/// them (migrations/0011_event_cursor.sql says why id order alone skipped events).
 public enum EventLog {
-    public static func after(_ cursor: Int64, org: String?, limit: Int = 500, in database: PostgresDatabase) async throws -> [StatusEvent] {
+    public static func after(_ cursor: EventCursor, org: String?, limit: Int = 500, in database: PostgresDatabase) async throws -> [StatusEvent] {
         var query = PostgresQuery("SELECT " + StatusEvent.columns)
         query.append(" FROM wa_outbox.events_after(", org)
-        query.append(", ", cursor)
+        query.append(", ", String(cursor.tx))
+        query.append("::xid8, ", cursor.id)
         query.append(", ", Int32(limit))
         query.append(")")
         return try await database.query(query).map(StatusEvent.init(row:))
     }
 
     /// The cursor a new reader starts from to see only what comes next: the last event
-    /// `events_after` would return now (0 for an empty log).
-    public static func head(in database: PostgresDatabase) async throws -> Int64 {
-        try await database.query("""
-            SELECT coalesce(max(id), 0)::int8 FROM wa_outbox.events
-            WHERE tx < pg_snapshot_xmin(pg_current_snapshot())
-            """)[0].decode(at: 0)
+    /// `events_after` would return now (`.start` for an empty log).
+    public static func head(in database: PostgresDatabase) async throws -> EventCursor {
+        try await cursor(database.query("SELECT tx::text::int8, id FROM wa_outbox.events_head()")[0])
+    }
+
+    /// The cursor of event `id` of `org` (a client's `Last-Event-ID`): 0 is the start of the log;
+    /// an id the log no longer holds resumes with the events written after it.
+    public static func cursor(afterID id: Int64, org: String?, in database: PostgresDatabase) async throws -> EventCursor {
+        try await cursor(database.query("SELECT tx::text::int8, id FROM wa_outbox.event_cursor(\(org), \(id))")[0])
+    }
+
+    private static func cursor(_ row: PostgresRow) throws -> EventCursor {
+        EventCursor(tx: try row.decode(at: 0), id: try row.decode(at: 1))
+    }
+
+    /// The first final event of each of these jobs that has one, each job with its organization.
+    /// Read by job id, not by cursor: it does not wait for older transactions to end.
+    public static func finals(of jobs: [(id: Int64, org: String)], in database: PostgresDatabase) async throws -> [StatusEvent] {
+        guard !jobs.isEmpty else { return [] }
+        var query = PostgresQuery("SELECT DISTINCT ON (job_id) " + StatusEvent.columns)
+        query.append(" FROM wa_outbox.events WHERE (job_id, org) IN (SELECT * FROM unnest(", jobs.map(\.id))
+        query.append("::int8[], ", jobs.map(\.org))
+        query.append("::text[])) AND status = ANY(", StatusEvent.finalStatuses.sorted())
+        query.append(") ORDER BY job_id, id")
+        return try await database.query(query).map(StatusEvent.init(row:))
     }
 
     /// The first final event (`StatusEvent.finalStatuses`) of one job of `org`, if it has one.
