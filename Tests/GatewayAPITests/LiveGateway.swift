@@ -27,7 +27,7 @@ struct LiveGateway {
     /// processes start.
     static func start(apis apiCount: Int, workers workerCount: Int, sessions: [(org: String, id: String)],
                       apiArguments: [String] = []) async throws -> LiveGateway {
-        let url = try await TestEnvironment.freshDatabase(prefix: "live")
+        let url = try await TestEnvironment.freshStreamDatabase(prefix: "live")
         let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 4, logger: TestEnvironment.logger)
         try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
         let simulator = try await HTTPSimulator.start()

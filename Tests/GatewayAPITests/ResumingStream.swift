@@ -36,18 +36,18 @@ struct ResumingStream: Sendable {
                 requestHeaders.append(("Last-Event-ID", last))
             }
             let tail = received.messages.suffix(50)
-            let drop = dropped ? nil : dropAfter.map { $0 - received.events.count }
+            let drop = dropped ? nil : dropAfter
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { throw TimedOut.because("the stream did not end within its deadline: \(received.events.count) events") }
             let (status, messages) = try await readStream(port: port, path: path, headers: requestHeaders, timeout: remaining) { messages in
-                // Messages are counted, not events: the blocks without an event are a handful.
-                if let drop, messages.count >= drop { return true }
+                if let drop, messages.lazy.filter({ $0.event == "message.status" }).count >= drop { return true }
                 return done(messages.count >= 50 ? messages.suffix(50) : (tail + messages).suffix(50))
             }
             try #require(status == 200, "the stream answered \(status) on port \(port)")
             received.messages += messages
             if done(received.messages.suffix(50)) { return received }
-            if let dropAfter, !dropped, received.events.count >= dropAfter {
+            // The first connection of a client that drops ends with its hang-up (or earlier, cut by the server).
+            if dropAfter != nil, !dropped {
                 dropped = true
                 try await Task.sleep(for: away)
             }
