@@ -22,11 +22,25 @@ struct LiveGateway {
     /// Limits high enough never to bind: these runs test the API and the stream, not the pacing.
     static let unlimited = ["--rate-per-second", "100000", "--burst", "100000", "--pacing", "off"]
 
+    /// Runs `body` on a live gateway (`start`), and stops its processes whether `body` throws or not:
+    /// a process left behind would outlive the test run, retrying a database that is gone.
+    static func run(apis: Int, workers: Int, sessions: [(org: String, id: String)], apiArguments: [String] = [],
+                    _ body: (LiveGateway) async throws -> Void) async throws {
+        let gateway = try await start(apis: apis, workers: workers, sessions: sessions, apiArguments: apiArguments)
+        do {
+            try await body(gateway)
+        } catch {
+            await gateway.stop()
+            throw error
+        }
+        await gateway.stop()
+    }
+
     /// Starts the simulator, `workers` workers and `apis` API processes, each API answering
     /// `/healthz` before this returns. `sessions` are registered (organization, id) before the
     /// processes start.
-    static func start(apis apiCount: Int, workers workerCount: Int, sessions: [(org: String, id: String)],
-                      apiArguments: [String] = []) async throws -> LiveGateway {
+    private static func start(apis apiCount: Int, workers workerCount: Int, sessions: [(org: String, id: String)],
+                              apiArguments: [String] = []) async throws -> LiveGateway {
         let url = try await TestEnvironment.freshStreamDatabase(prefix: "live")
         let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 4, logger: TestEnvironment.logger)
         try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
@@ -50,7 +64,12 @@ struct LiveGateway {
             ports.append(port)
         }
         let gateway = LiveGateway(url: url, database: database, simulator: simulator, apis: apis, ports: ports, workers: workers)
-        for (api, port) in zip(apis, ports) { try await gateway.waitUntilServing(api, port: port) }
+        do {
+            for (api, port) in zip(apis, ports) { try await gateway.waitUntilServing(api, port: port) }
+        } catch {
+            await gateway.stop()
+            throw error
+        }
         return gateway
     }
 
