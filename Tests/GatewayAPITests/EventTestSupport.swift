@@ -93,6 +93,8 @@ func withGateway(_ fixture: EventFixture, hub: EventHub, tickets: StreamTickets 
 /// One parsed block of an event stream.
 struct SSEMessage: Sendable, Equatable {
     var id: Int64?
+    /// The `id:` line as sent: what a client echoes in `Last-Event-ID`, whatever its form.
+    var lastEventID: String?
     var event: String?
     var data: String?
     var retry: String?
@@ -156,13 +158,15 @@ func readStream(port: Int, path: String, headers: [(String, String)] = [], timeo
     }
 }
 
-/// The status and JSON error code of a plain request.
-func request(port: Int, method: String = "GET", _ path: String, headers: [(String, String)] = []) async throws -> (status: Int, body: String) {
-    try await withTimeout(.seconds(10)) {
+/// The status and body of a plain request.
+func request(port: Int, method: String = "GET", _ path: String, headers: [(String, String)] = [], body: String? = nil,
+             timeout: Duration = .seconds(10), client: HTTPClient = .shared) async throws -> (status: Int, body: String) {
+    try await withTimeout(timeout) {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
-        request.method = method == "POST" ? .POST : .GET
+        request.method = NIOHTTP1.HTTPMethod(rawValue: method)
         for (name, value) in headers { request.headers.add(name: name, value: value) }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await client.execute(request, timeout: .seconds(timeout.components.seconds))
         // An open stream never ends: its status is the answer.
         if response.headers.first(name: "content-type") == "text/event-stream" { return (Int(response.status.code), "") }
         let body = try await response.body.collect(upTo: 1 << 20)
@@ -177,7 +181,9 @@ func parse(_ block: String) -> SSEMessage {
         let parts = line.split(separator: ":", maxSplits: 1).map(String.init)
         let value = parts.count > 1 ? String(parts[1].drop(while: { $0 == " " })) : ""
         switch parts.first {
-        case "id": message.id = Int64(value)
+        case "id":
+            message.id = Int64(value)
+            message.lastEventID = value
         case "event": message.event = value
         case "data": message.data = (message.data.map { $0 + "\n" } ?? "") + value
         case "retry": message.retry = value

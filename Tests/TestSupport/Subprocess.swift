@@ -12,7 +12,9 @@ public enum Subprocess {
 
     /// Output goes to a file, not a pipe: a daemon started by the program would keep an
     /// inherited pipe open forever.
-    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) async throws -> Result {
+    /// `directory`: where it runs (by default, where the tests run).
+    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
+                           directory: URL? = nil) async throws -> Result {
         let outputURL = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("subprocess-\(UUID().uuidString)")
         FileManager.default.createFile(atPath: outputURL.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: outputURL) }
@@ -21,6 +23,7 @@ public enum Subprocess {
         process.executableURL = executable
         process.arguments = arguments
         if let environment { process.environment = environment }
+        if let directory { process.currentDirectoryURL = directory }
         process.standardOutput = output
         try process.run()
         let status = await terminationStatus(of: process)
