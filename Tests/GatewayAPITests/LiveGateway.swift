@@ -60,7 +60,7 @@ struct LiveGateway {
         var ports: [Int] = []
         for _ in 0..<apiCount {
             let port = try await TestEnvironment.freePort()
-            apis.append(try OutboxProcess(["api", "--database-url", url, "--listen", "127.0.0.1:\(port)"] + unlimited + prefix + apiArguments))
+            apis.append(try OutboxProcess(["api", "--database-url", url, "--listen", "127.0.0.1:\(port)", "--metrics-listen", "off"] + unlimited + prefix + apiArguments))
             ports.append(port)
         }
         let gateway = LiveGateway(url: url, database: database, simulator: simulator, apis: apis, ports: ports, workers: workers)
