@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import NIOFoundationCompat
@@ -6,6 +7,7 @@ import HTTPSurface
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import NIOHTTP1
 import OutboxCore
 import OutboxStore
 import PostgresClient
@@ -151,14 +153,20 @@ struct MessageRoutesTests {
         let fixture = try await GatewayFixture.make()
         try await fixture.addSession("s1")
         let app = Application(router: fixture.router())
-        // AsyncHTTPClient: a connection per request, so the fifty really overlap (the live test
-        // client sends them one after another on one connection).
-        try await app.test(.ahc(.http)) { client in
+        try await app.test(.live) { client in
+            // The live test client sends one request at a time on one connection; a client with
+            // a connection per request makes the fifty overlap at the server.
+            let port = try #require(client.port)
             let results = try await withThrowingTaskGroup(of: SendResult?.self) { group in
                 for _ in 0..<50 {
                     group.addTask {
-                        let response = try await post(client, "/api/v1/sessions/s1/messages?async=true", headers: headers(["Idempotency-Key": "burst"]))
-                        return response.status == .accepted ? try sendResult(response) : nil
+                        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/v1/sessions/s1/messages?async=true")
+                        request.method = .POST
+                        for field in headers(["Idempotency-Key": "burst"]) { request.headers.add(name: field.name.rawName, value: field.value) }
+                        request.body = .bytes(ByteBuffer(string: Self.text))
+                        let response = try await HTTPClient.wide.execute(request, timeout: .seconds(120))
+                        let body = try await response.body.collect(upTo: 1 << 20)
+                        return response.status == .accepted ? try JSONDecoder().decode(SendResult.self, from: Data(buffer: body)) : nil
                     }
                 }
                 return try await group.reduce(into: [SendResult?]()) { $0.append($1) }

@@ -117,24 +117,25 @@ struct WorkerFaultTests {
         try await fixture.enqueueTexts(count: 4, sessions: ["h"], chatsPerSession: 4)
         var simulation = SimulatorConfiguration()
         simulation.latency = .seconds(15)
-        // A lease of 6 s (a heartbeat every 2 s) leaves a loaded test machine room to be late: with
-        // 1.5 s, the whole suite running beside it once delayed a heartbeat past the lease.
-        let worker = fixture.makeWorker(simulator: try WhatsAppSimulator(configuration: simulation)) { $0.lease = .seconds(6) }
+        // A lease of 10 s (a heartbeat every 3.3 s) leaves a loaded test machine room to be late:
+        // with 1.5 s, and once with 6 s, the whole suite running beside it (and a build) delayed a
+        // heartbeat past the lease.
+        let worker = fixture.makeWorker(simulator: try WhatsAppSimulator(configuration: simulation)) { $0.lease = .seconds(10) }
         let running = Task { try await worker.run() }
         let observer = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
         func count(_ sql: String) async throws -> Int { try await observer.query(PostgresQuery(sql))[0].decode(Int.self, at: 0) }
         while try await count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'running'") < 4 {
             try await Task.sleep(for: .milliseconds(20))
         }
-        // Every connection of the worker's pool is taken for 12 s, twice the lease (the pool holds 8).
+        // Every connection of the worker's pool is taken for 20 s, twice the lease (the pool holds 8).
         let hogs = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for _ in 0..<8 { group.addTask { try await fixture.database.query("SELECT pg_sleep(12)") } }
+                for _ in 0..<8 { group.addTask { try await fixture.database.query("SELECT pg_sleep(20)") } }
                 try await group.waitForAll()
             }
         }
         var lapsed = 0
-        let until = ContinuousClock.now + .seconds(12)
+        let until = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < until {
             lapsed += try await count("SELECT count(*) FROM wa_outbox.workers WHERE lease_expires_at < now()")
             try await Task.sleep(for: .milliseconds(100))
