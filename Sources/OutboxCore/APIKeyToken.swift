@@ -48,7 +48,10 @@ public struct APIKeyToken: Sendable, Equatable {
     }
 
     /// SHA-256 of the whole key: what the database keeps.
-    public var hash: [UInt8] { Array(SHA256.hash(data: Array(key.utf8))) }
+    public var hash: [UInt8] { Self.hash(of: key) }
+
+    /// SHA-256 of a presented token, whatever its shape.
+    public static func hash(of token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
 
     static func isHexDigit(_ byte: UInt8) -> Bool {
         (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)

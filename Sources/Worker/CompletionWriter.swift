@@ -21,6 +21,8 @@ final class CompletionWriter: Sendable {
         var finishing = false
         /// Batches taken out of the buffer whose statement has not ended yet: `finish` waits for them.
         var writing = 0
+        /// The size of the last batch taken: more than one means completions are arriving busily.
+        var lastBatch = 0
     }
 
     private let state = NIOLockedValueBox(State())
@@ -55,13 +57,15 @@ final class CompletionWriter: Sendable {
     /// Dispatch locks of results not yet written (the lease keeper renews them).
     var heldLocks: [MessageLock] { state.withLockedValue { $0.locks } }
 
-    /// Writes batches as they come, each after a short window that lets more gather, until
-    /// `finish(by:)` is called. Runs in a task that nothing cancels; see `finish(by:)`.
+    /// Writes batches as they come until `finish(by:)` is called. While completions arrive faster
+    /// than one at a time, each write waits a short window first so more gather; a lone completion
+    /// (a quiet queue, a synchronous send waiting on it) is written at once. Runs in a task that
+    /// nothing cancels; see `finish(by:)`.
     func run() async {
         var backoff = Duration.milliseconds(50)
         while !state.withLockedValue({ $0.finishing }) {
             await pending.wait(timeout: .milliseconds(200))
-            try? await Task.sleep(for: window)
+            if state.withLockedValue({ $0.lastBatch > 1 }) { try? await Task.sleep(for: window) }
             if await writeOnce() {
                 backoff = .milliseconds(50)
             } else {
@@ -103,6 +107,7 @@ final class CompletionWriter: Sendable {
             state.completions.removeAll(keepingCapacity: true)
             state.locks.removeAll(keepingCapacity: true)
             if !taken.0.isEmpty { state.writing += 1 }
+            state.lastBatch = taken.0.count
             return taken
         }
         guard !batch.isEmpty else { return true }

@@ -19,7 +19,8 @@ public struct WorkerConfiguration: Sendable {
     public var gracePeriod: Duration = .seconds(10)
     /// Drain the queue, then return.
     public var exitWhenIdle = false
-    /// How long completions gather before one statement writes them all.
+    /// How long completions gather before one statement writes them all, while they arrive busily
+    /// (a lone completion is written at once).
     public var completionWindow: Duration = .milliseconds(2)
     public var retry = RetryPolicy()
     /// How often this worker tries to prune (only one process prunes at a time); nil: never.

@@ -146,7 +146,9 @@ struct AuthenticatorTests {
         let db = try await migratedDatabase()
         let sender = try await APIKeys.create(org: "acme", name: "sender", permissions: ["send"], in: db)
         let reader = try await APIKeys.create(org: "acme", name: "reader", permissions: ["read"], in: db)
-        let router = authenticatedRouter(Authenticator(configuration: GatewayAuthConfiguration(), database: db, logger: TestEnvironment.logger))
+        let clock = SteppedClock()
+        let router = authenticatedRouter(Authenticator(configuration: GatewayAuthConfiguration(), database: db,
+                                                       keyCache: APIKeyCache(now: clock.now), logger: TestEnvironment.logger))
 
         #expect(try await call(router, authorization: nil) == (401, "unauthorized"))
         #expect(try await call(router, authorization: "Bearer wak_live_00000000_" + String(repeating: "0", count: 64)) == (401, "challenged"))
@@ -156,8 +158,14 @@ struct AuthenticatorTests {
         #expect(try await call(router, authorization: "Bearer " + sender.key) == (200, "acme send key:\(sender.record.prefix)"))
         #expect(try await call(router, authorization: "bearer  " + sender.key) == (200, "acme send key:\(sender.record.prefix)"))
 
+        // A revoked key is refused once the cache's entry, at most its lifetime old, has lapsed.
         try await APIKeys.revoke(id: sender.record.id, in: db)
+        #expect(try await call(router, authorization: "Bearer " + sender.key) == (200, "acme send key:\(sender.record.prefix)"))
+        clock.advance(by: APIKeyCache.defaultTTL)
         #expect(try await call(router, authorization: "Bearer " + sender.key) == (401, "challenged"))
+        // A refusal is not remembered: a wrong secret under a cached key's prefix still goes to the database.
+        let forged = reader.key.dropLast() + (reader.key.hasSuffix("0") ? "1" : "0")
+        #expect(try await call(router, authorization: "Bearer " + forged) == (401, "challenged"))
         await db.close()
     }
 

@@ -86,6 +86,28 @@ struct EventStreamTests {
         }
     }
 
+    /// With no stream open the hub reads nothing; a stream opened later without `Last-Event-ID`
+    /// starts at the log's head: none of the events written while nobody listened, all after.
+    @Test func aStreamOpenedAfterAnIdleSpellStartsAtTheHead() async throws {
+        let fixture = try await EventFixture.make()
+        try await fixture.addSession("sa", org: "orgA")
+        let hub = fixture.hub()
+        try await withGateway(fixture, hub: hub) { port in
+            try await fixture.enqueue(10, session: "sa", org: "orgA")
+            try await Task.sleep(for: .milliseconds(300))
+            try await fixture.enqueue(10, session: "sa", org: "orgA")
+            let reading = Task {
+                try await readStream(port: port, path: "/api/v1/events", headers: Self.org) { messages in
+                    messages.filter { $0.event == "message.status" }.count >= 5
+                }
+            }
+            try await waitForSubscribers(hub, 1)
+            let live = try await fixture.enqueue(5, session: "sa", org: "orgA")
+            let events = try await reading.value.messages.filter { $0.event == "message.status" }
+            #expect(events.compactMap { $0.json?["outboxId"] as? String } == live.map(String.init))
+        }
+    }
+
     @Test func aSlowClientIsCutOffWithoutHoldingBackAFastOne() async throws {
         let server = try await PrivateServer.start(.postgres)
         let fixture = try await EventFixture.make(url: server.url)

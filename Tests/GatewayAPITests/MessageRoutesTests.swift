@@ -88,6 +88,9 @@ struct MessageRoutesTests {
             try expectError(try await post(client, "/api/v1/sessions/s1/messages", body: "not json"), .badRequest, "validation_error", field: "body")
             try expectError(try await post(client, "/api/v1/sessions/theirs/messages"), .notFound, "not_found")
             try expectError(try await post(client, "/api/v1/sessions/nobody/messages"), .notFound, "not_found")
+            // An async send has no lookup of its own: the enqueue function refuses the session.
+            try expectError(try await post(client, "/api/v1/sessions/theirs/messages?async=true"), .notFound, "not_found")
+            try expectError(try await post(client, "/api/v1/sessions/nobody/messages?async=true"), .notFound, "not_found")
             try expectError(try await client.execute(uri: "/api/v1/sessions/s1/messages", method: .post, body: ByteBuffer(string: Self.text)),
                             .unauthorized, "unauthorized")
             try expectError(try await post(client, "/api/v1/sessions/s1/messages", headers: headers(capabilities: "read")), .forbidden, "forbidden")

@@ -35,14 +35,16 @@ public struct Authenticator: RouterMiddleware {
         self.logger = logger
     }
 
-    /// API keys from `database`; login JWTs if `configuration.jwt` is set, their JWKS fetched with
-    /// `httpClient`.
-    public init(configuration: GatewayAuthConfiguration, database: PostgresDatabase, httpClient: HTTPClient = .shared, logger: Logger) {
+    /// API keys from `database`, remembered in `keyCache` (a revoked key is refused within its
+    /// lifetime); login JWTs if `configuration.jwt` is set, their JWKS fetched with `httpClient`.
+    public init(configuration: GatewayAuthConfiguration, database: PostgresDatabase, keyCache: APIKeyCache = APIKeyCache(),
+                httpClient: HTTPClient = .shared, logger: Logger) {
         let loginTokens = configuration.jwt.map { jwt in
             LoginTokens(configuration: jwt, keys: JWKSKeys(url: jwt.jwksURL, client: httpClient, refreshCooldown: jwt.refreshCooldown,
                                                            maxKeyAge: jwt.maxKeyAge, logger: logger))
         }
-        self.init(apiKeys: { token in try await Self.principal(apiKey: token, in: database) }, loginTokens: loginTokens, logger: logger)
+        self.init(apiKeys: { token in try await keyCache.principal(for: token) { try await Self.principal(apiKey: token, in: database) } },
+                  loginTokens: loginTokens, logger: logger)
     }
 
     /// The principal of an API key stored in `database`, if the key is live and its secret right.

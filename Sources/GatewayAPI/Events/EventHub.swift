@@ -14,7 +14,9 @@ import Synchronization
 /// way) and each `pollInterval` (a lost notification) leads to ONE `EventLog.after(cursor, org: nil)`
 /// read, advancing the process-wide cursor, whatever the number of clients. Each event goes to the
 /// subscriptions of its organization (each a bounded buffer that ends on overflow, so a slow client
-/// never holds back the hub or the others) and to the waiters for its job.
+/// never holds back the hub or the others) and to the waiters for its job. With no stream open the
+/// log is not read at all (waiters are answered by their job's id); the next stream starts from
+/// the log's head, read when it subscribes.
 ///
 /// Run it as a `Service` in the API's ServiceGroup, after the HTTP server: a graceful shutdown
 /// reaches it first, and it then ends every stream so the server can drain its connections.
@@ -40,6 +42,8 @@ public final class EventHub: Service, JobEvents, Sendable {
     private struct State {
         /// The last event fanned out; nil until `run()` has read where the log ends.
         var cursor: EventCursor?
+        /// Set when a wake-up found no stream and skipped the read: `cursor` is behind the log.
+        var behind = false
         var stopped = false
         var nextID: UInt64 = 0
         var subscribers: [String: [UInt64: Subscription]] = [:]
@@ -77,7 +81,11 @@ public final class EventHub: Service, JobEvents, Sendable {
                 group.addTask { await self.tick(every: self.configuration.pollInterval) { self.wake.yield() } }
                 group.addTask { await self.tick(every: self.configuration.keepAliveInterval) { self.keepAlive() } }
                 for await _ in self.wakeups {
-                    await self.readAvailable()
+                    let streaming = self.state.withLock { state in
+                        if state.subscribers.isEmpty { state.behind = true }
+                        return !state.subscribers.isEmpty
+                    }
+                    if streaming { await self.readAvailable() }
                     await self.answerWaiters()
                 }
                 group.cancelAll()
@@ -92,8 +100,16 @@ public final class EventHub: Service, JobEvents, Sendable {
     /// live events after them arrive in the subscription, so nothing is missed or repeated.
     public func subscribe(org: String, filter: EventFilter, resume: EventCursor?) async throws -> (subscription: Subscription, replayThrough: EventCursor) {
         for _ in 0..<500 {
+            // Behind (no stream was open): the head first; it becomes the cursor in the same
+            // critical section that registers the stream, so the hub reads on from there.
+            let head = state.withLock({ $0.behind }) ? try await EventLog.head(in: database) : nil
             let registered = try state.withLock { state -> (Subscription, EventCursor)? in
                 if state.stopped { throw APIError(.serviceUnavailable, .internalError, "the event stream is shutting down; reconnect") }
+                if state.behind {
+                    guard let head else { return nil }
+                    state.cursor = max(state.cursor ?? head, head)
+                    state.behind = false
+                }
                 guard let cursor = state.cursor else { return nil }
                 state.nextID += 1
                 let subscription = Subscription(id: state.nextID, org: org, filter: filter, capacity: configuration.subscriberBuffer,

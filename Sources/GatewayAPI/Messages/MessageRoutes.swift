@@ -62,8 +62,11 @@ struct MessageRoutes {
 
     /// Enqueues (or finds the request an idempotency key already made) and answers: at once for
     /// an async send, with the final result for a synchronous one.
+    ///
+    /// An async send is one statement: `wa_outbox.enqueue` itself refuses a session the
+    /// organization does not have. A synchronous one reads the session first, for its admission.
     private func submit(_ enqueue: EnqueueRequest, mode: Mode) async throws -> Response {
-        let session = try await SessionLookup.find(enqueue.session, org: enqueue.org, in: dependencies.database)
+        let session = mode == .sync ? try await SessionLookup.find(enqueue.session, org: enqueue.org, in: dependencies.database) : nil
         let run = { () async throws -> Response in
             if let key = enqueue.idempotencyKey, let outboxID = try await IdempotencyCheck.existing(org: enqueue.org, key: key, in: dependencies.database) {
                 guard try await IdempotencyCheck.isSameRequest(outboxID: outboxID, as: enqueue, in: dependencies.database) else {
@@ -73,7 +76,7 @@ struct MessageRoutes {
                 }
                 return try await answer(try await Outbox.enqueue(enqueue, in: dependencies.database), org: enqueue.org, mode: mode)
             }
-            if mode == .sync { try await SyncAdmission.check(session, dependencies: dependencies) }
+            if let session { try await SyncAdmission.check(session, dependencies: dependencies) }
             return try await answer(try await Outbox.enqueue(enqueue, in: dependencies.database), org: enqueue.org, mode: mode)
         }
         guard let key = enqueue.idempotencyKey, let coordinator = dependencies.coordinator else { return try await run() }

@@ -96,7 +96,7 @@ public enum APIKeys {
         return try await database.query(select).map(record)
     }
 
-    /// Revokes a key: it is refused from the next request on. Revoking a revoked key changes
+    /// Revokes a key: API processes refuse it within `APIKeyCache`'s lifetime. Revoking a revoked key changes
     /// nothing; `org`, if given, must own the key.
     @discardableResult
     public static func revoke(id: Int64, org: String? = nil, in database: PostgresDatabase) async throws(OutboxError) -> APIKeyRecord {
