@@ -24,6 +24,8 @@ public struct GatewayDependencies: Sendable {
     public var logger: Logger
     /// The event stream's routes (`EventRoutes(hub:tickets:)`); nil for none.
     public var events: EventRoutes?
+    /// Wakes workers and event streams after each enqueue has committed.
+    public var notifier: WakeupNotifier
 
     public init(database: PostgresDatabase, coordinator: Coordinator?, jobEvents: any JobEvents, syncTimeout: Duration = .seconds(25),
                 defaultLimits: SessionLimits = SessionLimits(), logger: Logger, events: EventRoutes? = nil) {
@@ -34,6 +36,7 @@ public struct GatewayDependencies: Sendable {
         self.defaultLimits = defaultLimits
         self.logger = logger
         self.events = events
+        self.notifier = WakeupNotifier(database: database, channels: [WakeupNotifier.jobs, WakeupNotifier.events], logger: logger)
     }
 }
 

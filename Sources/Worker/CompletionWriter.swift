@@ -31,6 +31,9 @@ final class CompletionWriter: Sendable {
     private let window: Duration
     private let logger: Logger
     private let pending = Wakeup()
+    /// Wakes the event streams after each write (the statement itself stays silent, so that
+    /// several workers' writes commit together).
+    private let notifier: WakeupNotifier
     /// Called after each write (lanes are free again: the claim loop may go on).
     private let written: @Sendable () -> Void
 
@@ -40,6 +43,7 @@ final class CompletionWriter: Sendable {
         self.window = window
         self.logger = logger
         self.written = written
+        self.notifier = WakeupNotifier(database: database, channels: [WakeupNotifier.events], logger: logger)
     }
 
     /// Queues one completion; `lock` is released once it is written.
@@ -113,7 +117,8 @@ final class CompletionWriter: Sendable {
         guard !batch.isEmpty else { return true }
         defer { state.withLockedValue { $0.writing -= 1 } }
         do {
-            let counted = try await database.withConnection { try await CompletionQuery.complete(batch, on: $0) }
+            let counted = try await database.withConnection { try await CompletionQuery.complete(batch, on: $0, notifyingAfterCommit: true) }
+            notifier.signal()
             if counted.count < batch.count {
                 logger.warning("completions ignored: the lease had passed to another worker", metadata: ["count": "\(batch.count - counted.count)"])
             }

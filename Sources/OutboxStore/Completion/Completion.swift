@@ -40,15 +40,17 @@ public struct Completion: Sendable {
 /// that index held every claimed job's dead entry until vacuum reached it: 40 ms to 1 s per
 /// completion on a 1M-job backlog, halving a worker's throughput.
 public enum CompletionQuery {
+    /// Writes `completions`; with `notifyingAfterCommit` the statement sends no NOTIFY (the caller
+    /// signals a `WakeupNotifier` once it returns), so concurrent writers commit together.
     @discardableResult
-    public static func complete(_ completions: [Completion], on connection: PostgresConnection) async throws -> Set<Int64> {
+    public static func complete(_ completions: [Completion], on connection: PostgresConnection, notifyingAfterCommit: Bool = false) async throws -> Set<Int64> {
         guard !completions.isEmpty else { return [] }
-        let rows = try await connection.query(query(completions))
+        let rows = try await connection.query(query(completions, notifyingAfterCommit: notifyingAfterCommit))
         return Set(try rows.map { try $0.decode(Int64.self, at: 0) })
     }
 
     /// The statement with its parameters bound, one array element per completion.
-    public static func query(_ completions: [Completion]) -> PostgresQuery {
+    public static func query(_ completions: [Completion], notifyingAfterCommit: Bool = false) -> PostgresQuery {
         var ids: [Int64] = [], attempts: [Int64] = [], workers: [String] = [], outcomes: [String] = []
         var codes: [String?] = [], messages: [String?] = [], delays: [Int64] = []
         var engineIDs: [String?] = [], keyIDs: [String?] = []
@@ -69,7 +71,7 @@ public enum CompletionQuery {
                 outcomes.append("defer"); codes.append(code.rawValue); messages.append(message); delays.append(delay.milliseconds)
             }
         }
-        return PostgresQuery(sql, binds: [
+        return PostgresQuery(notifyingAfterCommit ? silentSQL : sql, binds: [
             ids.postgresBind, attempts.postgresBind, workers.postgresBind, outcomes.postgresBind, codes.postgresBind,
             messages.postgresBind, delays.postgresBind, engineIDs.postgresBind, keyIDs.postgresBind,
         ])
@@ -78,11 +80,17 @@ public enum CompletionQuery {
     /// The statement. $1 … $9, one element per completion: job ids, attempts, worker ids, outcomes
     /// (succeeded, failed, retry, defer), error codes, error messages, delays in ms, engine
     /// message ids, engine key ids.
-    public static let sql = """
+    public static let sql = statement(input: "")
+
+    /// The statement for a writer that notifies after its commit: reading the input sets
+    /// `wa_outbox.notify` for the transaction, before the events' trigger runs at the statement's end.
+    public static let silentSQL = statement(input: "\n        WHERE set_config('wa_outbox.notify', 'after_commit', true) IS NOT NULL")
+
+    static func statement(input filter: String) -> String { """
             WITH input AS (
                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[],
                                      $5::text[], $6::text[], $7::int8[], $8::text[], $9::text[])
-                    AS i(id, attempt, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id)
+                    AS i(id, attempt, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id)\(filter)
             ),
             updated AS (
                 UPDATE wa_outbox.jobs j SET
@@ -155,6 +163,7 @@ public enum CompletionQuery {
             )
             SELECT id FROM updated
             """
+    }
 }
 
 /// Hands the running jobs of dead workers to others.

@@ -30,12 +30,17 @@ public struct EnqueueRequest: Sendable {
 ///
 /// `enqueue(_:on:)` runs on a connection the caller holds, so it joins the caller's transaction:
 /// the job exists exactly when the caller's own writes commit (the transactional outbox).
+///
+/// `enqueue(_:in:notifier:)` with a notifier commits silently and has the notifier wake workers
+/// and event streams after the commit (migration 0016): concurrent enqueues then commit together.
 public enum Outbox {
-    public static func enqueue(_ request: EnqueueRequest, in database: PostgresDatabase) async throws(OutboxError) -> SendResult {
+    public static func enqueue(_ request: EnqueueRequest, in database: PostgresDatabase, notifier: WakeupNotifier? = nil) async throws(OutboxError) -> SendResult {
         do {
-            return try await database.withConnection { connection in
-                try await enqueue(request, on: connection)
+            let result = try await database.withConnection { connection in
+                try await enqueue(request, on: connection, function: notifier == nil ? "enqueue" : "enqueue_notify_after_commit")
             }
+            notifier?.signal()
+            return result
         } catch let error as OutboxError {
             throw error
         } catch {
@@ -44,14 +49,24 @@ public enum Outbox {
     }
 
     public static func enqueue(_ request: EnqueueRequest, on connection: PostgresConnection) async throws(OutboxError) -> SendResult {
+        try await enqueue(request, on: connection, function: "enqueue")
+    }
+
+    /// `function`: `enqueue`, or `enqueue_notify_after_commit` for a caller that notifies itself.
+    static func enqueue(_ request: EnqueueRequest, on connection: PostgresConnection, function: String) async throws(OutboxError) -> SendResult {
         let rows: PostgresRows
         do {
-            rows = try await connection.query("""
-                SELECT outbox_id, wa_message_id, replayed, status, created_at
-                FROM wa_outbox.enqueue(\(request.org), \(request.session), \(request.kind.rawValue),
-                                       \(PostgresJSONB(request.payload)), \(request.idempotencyKey),
-                                       coalesce(\(request.runAt), now()), \(request.trace?.traceParent), \(request.trace?.traceState))
-                """)
+            var query = PostgresQuery("SELECT outbox_id, wa_message_id, replayed, status, created_at FROM wa_outbox." + function)
+            query.append("(", request.org)
+            query.append(", ", request.session)
+            query.append(", ", request.kind.rawValue)
+            query.append(", ", PostgresJSONB(request.payload))
+            query.append(", ", request.idempotencyKey)
+            query.append(", coalesce(", request.runAt)
+            query.append(", now()), ", request.trace?.traceParent)
+            query.append(", ", request.trace?.traceState)
+            query.append(")")
+            rows = try await connection.query(query)
         } catch let error as PostgresError {
             if let code = ErrorCode.fromSQLState(error.sqlState) { throw OutboxError(code, error.message) }
             if error.sqlState == "22P02" { throw OutboxError(.validationError, "payload is not valid JSON: \(error.message)") }
