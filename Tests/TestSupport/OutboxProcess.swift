@@ -18,7 +18,7 @@ public final class OutboxProcess: @unchecked Sendable {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: stderrURL)
-        try process.run()
+        try Subprocess.start(process)
     }
 
     public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }

@@ -5,6 +5,16 @@ import Foundation
 /// `Process.waitUntilExit()` blocks its thread; on a 2-core machine two such calls stall every
 /// test in the process. This waits on the termination handler instead.
 public enum Subprocess {
+    private static let launching = NSLock()
+
+    /// Starts `process`, one launch at a time in this test process: the suite crashed once inside
+    /// Foundation's `Process.run()` (a bad pointer in its memcpy) while tests launched in parallel.
+    public static func start(_ process: Process) throws {
+        launching.lock()
+        defer { launching.unlock() }
+        try process.run()
+    }
+
     public struct Result: Sendable {
         public var status: Int32
         public var output: String
@@ -25,7 +35,7 @@ public enum Subprocess {
         if let environment { process.environment = environment }
         if let directory { process.currentDirectoryURL = directory }
         process.standardOutput = output
-        try process.run()
+        try start(process)
         let status = await terminationStatus(of: process)
         try output.close()
         return Result(status: status, output: String(decoding: try Data(contentsOf: outputURL), as: UTF8.self))
@@ -38,7 +48,7 @@ public enum Subprocess {
         process.arguments = arguments
         if let environment { process.environment = environment }
         process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        try start(process)
         return process
     }
 
