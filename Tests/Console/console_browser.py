@@ -138,7 +138,16 @@ def main():
 
         driver.get(base + "/console/sessions")
         check(len(driver.find_elements(By.CSS_SELECTOR, "#sessions-table tbody tr")) == 3, "the admin operator sees every session")
+        # Pause s2 with a reason, then resume it: both shown and audited.
+        driver.find_element(By.ID, "reason-s2").send_keys("maintenance window")
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/sessions/s2/pause'] button").click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.notice"))
+        row = driver.find_element(By.XPATH, "//table[@id='sessions-table']//tr[td[1]='s2']").text
+        check("paused" in row and "maintenance window (ci-operator)" in row, f"a paused session shows its state and why ({row!r})")
         shot(driver, args.screenshots, "sessions")
+        driver.find_element(By.ID, "reason-s2").send_keys("window over")
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/sessions/s2/resume'] button").click()
+        WebDriverWait(driver, 20).until(lambda d: "active" in d.find_element(By.XPATH, "//table[@id='sessions-table']//tr[td[1]='s2']").text)
         driver.get(base + "/console/jobs")
         shot(driver, args.screenshots, "jobs")
 
@@ -154,7 +163,7 @@ def main():
         driver.get(base + "/console/failures")
         groups = driver.find_element(By.ID, "failure-groups").text
         check(args.session in groups and "engine_error" in groups, "the failures page groups the session's failures")
-        driver.find_element(By.XPATH, f"//table[@id='failure-groups']//tr[td[2]='{args.session}']//a").click()
+        driver.find_element(By.XPATH, f"//table[@id='failure-groups']//tr[td[3]='{args.session}']//a[text()='show jobs']").click()
         rows = driver.find_elements(By.CSS_SELECTOR, "#jobs-table tbody input[name=id]")
         check(len(rows) == int(args.failed_count), f"the group lists the session's {args.failed_count} failed jobs ({len(rows)})")
         shot(driver, args.screenshots, "failures")

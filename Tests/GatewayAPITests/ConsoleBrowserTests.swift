@@ -1,4 +1,7 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOHTTP1
 import OutboxCore
 import OutboxStore
 import PostgresClient
@@ -67,6 +70,37 @@ struct ConsoleBrowserTests {
             let delivered = try await gateway.simulator.deliveries().filter { $0.session == "s1" }
             #expect(Set(delivered.map(\.id)) == ids)
             #expect(delivered.count == 6)
+            #expect(try await gateway.count("SELECT count(*) FROM wa_outbox.audit WHERE session_id = 's2' AND action IN ('pause', 'resume')") == 2)
+
+            // A worker's admin port serves the console too, behind the same login.
+            let port = try await TestEnvironment.freePort()
+            let worker = try OutboxProcess(["worker", "--database-url", gateway.url, "--admin-listen", "127.0.0.1:\(port)"] + LiveGateway.unlimited,
+                                           environment: ["WA_OUTBOX_ADMIN_TOKEN": Self.token])
+            var login = 0, overview = 0
+            for _ in 0..<600 where login != 200 {
+                login = (try? await Self.status(port: port, "/console/login")) ?? 0
+                overview = (try? await Self.status(port: port, "/console")) ?? 0
+                if login != 200 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            worker.signal(SIGTERM)
+            _ = await worker.exitStatus()
+            #expect(login == 200 && overview == 303, "the admin port's console: login page \(login), overview without a login \(overview)")
+        }
+    }
+
+    static func status(port: Int, _ path: String) async throws -> Int {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = .GET
+        // Redirects not followed: a page without a login answers 303 to the login form.
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
+        do {
+            let response = try await client.execute(request, timeout: .seconds(5))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            try await client.shutdown()
+            return Int(response.status.code)
+        } catch {
+            try? await client.shutdown()
+            throw error
         }
     }
 

@@ -140,7 +140,7 @@ def main():
             ("jobs, page by key (middle)", f"/console/jobs?before={middle}", admin),
             ("job", f"/console/jobs/{failed}", admin),
             ("failures", "/console/failures", admin), ("failures, org-scoped", "/console/failures", scoped),
-            ("failures, one group", "/console/failures?state=failed&error_code=timeout&session=s7", admin),
+            ("failures, one group", "/console/failures?state=failed&org=org7&error_code=timeout&session=s7", admin),
             ("stream", "/console/stream", admin),
             ("stream poll", f"/console/stream/events?cursor={head}", admin),
         ]

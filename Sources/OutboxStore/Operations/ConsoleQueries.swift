@@ -94,21 +94,25 @@ public struct ConsoleOverview: Sendable {
 /// The console's other reads: failure groups, sessions' queues, a cancel's dry run; and its audit.
 public enum ConsoleQueries {
     public struct FailureGroup: Sendable, Equatable {
+        public var org: String
         public var errorCode: String
         public var session: String
         public var count: Int
-        public var latest: Date?
+        /// The newest failed job of the group.
+        public var latestJob: Int64
     }
 
-    /// Failed jobs by error code and session, largest groups first (`jobs_failures`, migrations/0015).
+    /// Failed jobs by organization, error code and session, largest groups first: an index-only
+    /// scan of `jobs_failures` (migrations/0015).
     public static func failureGroups(org: String?, limit: Int = 200, in database: PostgresDatabase) async throws -> [FailureGroup] {
         try await database.query("""
-            SELECT j.error_code, j.session_id, count(*)::int8, max(j.finished_at)
+            SELECT j.org, j.error_code, j.session_id, count(*)::int8, max(j.id)
             FROM wa_outbox.jobs j
             WHERE j.finished_at IS NOT NULL AND j.error_code IS NOT NULL AND j.error_code <> 'canceled'
               AND (\(org)::text IS NULL OR j.org = \(org))
-            GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT \(limit)
-            """).map { FailureGroup(errorCode: try $0.decode(at: 0), session: try $0.decode(at: 1), count: try $0.decode(at: 2), latest: try $0.decode(at: 3)) }
+            GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3 LIMIT \(limit)
+            """).map { FailureGroup(org: try $0.decode(at: 0), errorCode: try $0.decode(at: 1), session: try $0.decode(at: 2),
+                                    count: try $0.decode(at: 3), latestJob: try $0.decode(at: 4)) }
     }
 
     public struct SessionQueue: Sendable, Equatable {
