@@ -54,6 +54,7 @@ enum ConsoleAssets {
         .error { color: var(--bad); font-weight: 600; }
         .notice { background: #fff; border-left: 4px solid var(--accent); padding: .5rem .75rem; }
         .hint { color: var(--muted); font-size: .9rem; }
+        .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
         pre { background: #fff; border: 1px solid var(--line); padding: .5rem; overflow-x: auto; white-space: pre-wrap; }
         svg.chart { width: 100%; max-height: 260px; background: #fff; border: 1px solid var(--line); }
         svg.chart text { font: 11px system-ui, sans-serif; fill: var(--muted); }
