@@ -148,6 +148,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The operator console at /console: server-rendered pages, served by the API and the admin port.
+        .target(
+            name: "Console",
+            dependencies: [
+                "OutboxCore", "OutboxStore", "HTTPSurface", "PostgresClient",
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The gateway's HTTP API (`wa-outbox api`): messages, idempotency, authentication, events.
         .target(
             name: "GatewayAPI",
@@ -172,7 +181,7 @@ let package = Package(
             name: "wa-outbox",
             dependencies: [
                 "OutboxCore", "OutboxStore", "PostgresClient", "RedisClient", "Engines", "Simulator", "JobDispatch", "Worker", "Coordination",
-                "Admin", "Receipts", "CMallocTuning", "LineOutput", "GatewayAPI",
+                "Admin", "Receipts", "CMallocTuning", "LineOutput", "GatewayAPI", "Console",
                 .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -234,7 +243,7 @@ let package = Package(
             name: "GatewayAPITests",
             dependencies: [
                 "GatewayAPI", "OutboxStore", "OutboxCore", "Coordination", "PostgresClient", "RedisClient", "TestSupport", "HTTPSurface",
-                "Worker", "JobDispatch", "Simulator", .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                "Worker", "JobDispatch", "Simulator", "Console", .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,5 +1,6 @@
 import Admin
 import ArgumentParser
+import Console
 import Coordination
 import Foundation
 import GatewayAPI
@@ -69,6 +70,7 @@ struct APICommand: AsyncParsableCommand {
             services.append(.init(service: ListeningService(application: application, address: "\(metrics)", option: "--metrics-listen")))
         }
         let router = Gateway.router(dependencies, authenticate: Authenticator(configuration: authentication, database: db, logger: logger))
+        Console(database: db, adminToken: environment["WA_OUTBOX_ADMIN_TOKEN"], logger: logger).register(on: router)
         let application = Application(router: router, server: HeaderLimits.server,
                                       configuration: .init(address: .hostname(String(parts[0]), port: port)), logger: logger)
         services += [.init(service: hub), .init(service: ListeningService(application: application, address: address, option: "--listen"))]

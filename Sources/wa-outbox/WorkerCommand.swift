@@ -1,5 +1,6 @@
 import ArgumentParser
 import Admin
+import Console
 import Coordination
 import Hummingbird
 import Metrics
@@ -109,6 +110,8 @@ struct WorkerCommand: AsyncParsableCommand {
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let router = AdminServer.router(acceptsWork: { worker.isAcceptingWork }, database: db, coordinator: coordinator, registry: registry,
                                             operatorToken: environment["WA_OUTBOX_ADMIN_TOKEN"], webhookSecrets: webhookSecrets())
+            // The operator console, for deployments without an API process (behind its own login).
+            Console(database: db, adminToken: environment["WA_OUTBOX_ADMIN_TOKEN"], logger: logger).register(on: router)
             let application = Application(router: router, configuration: .init(address: .hostname(admin.host, port: admin.port)), logger: logger)
             // A failing admin server ends the whole process (the group cancels the worker, which
             // then shuts down within its grace period), with an error that says what to change.

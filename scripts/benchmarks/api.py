@@ -14,13 +14,12 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
+from common import free_port, log, psql
 from stats import percentile
 
 BIN = os.environ["WA_BIN"]
@@ -30,21 +29,6 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 SESSIONS = 100
 WORK = tempfile.mkdtemp(prefix="wa-bench-api-")
 UNLIMITED = ["--rate-per-second", "1000000", "--burst", "1000000", "--pacing", "off"]
-
-
-def log(*parts):
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def psql(sql):
-    return subprocess.run(["psql", DB, "-qAtX", "-v", "ON_ERROR_STOP=1"], input=sql, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(name, args):

@@ -365,8 +365,14 @@ def scenario_api():
     results["api"] = run_json("api.py")
 
 
+def scenario_console():
+    log("\n## operator console: each page with 1,000,000 jobs in the table (BENCH_CONSOLE_JOBS; 20,000 with --quick)")
+    results["console"] = run_json("console.py")
+
+
 SCENARIOS = {"drain": scenario_drain, "latency": scenario_latency, "backlog": scenario_backlog, "bloat": scenario_bloat,
-             "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers, "api": scenario_api}
+             "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers, "api": scenario_api,
+             "console": scenario_console}
 
 
 def main():

@@ -15,13 +15,19 @@ public struct JobFilter: Sendable {
     public var createdBefore: Date?
     public var finishedAfter: Date?
     public var finishedBefore: Date?
+    /// Keyset paging, newest first: only jobs with a smaller id.
+    public var beforeID: Int64?
 
     public init() {}
 
     /// ` AND …` conditions on alias `j`, each value bound as a parameter.
     func apply(to query: inout PostgresQuery) {
         if let ids { query.append(" AND j.id = ANY(", ids); query.append(")") }
-        if let states { query.append(" AND j.state = ANY(", states.map(\.rawValue)); query.append(")") }
+        if let states {
+            query.append(" AND j.state = ANY(", states.map(\.rawValue))
+            // Only final jobs have finished_at: saying so lets the planner use the partial indexes on them.
+            query.append(states.allSatisfy(\.isFinal) ? ") AND j.finished_at IS NOT NULL" : ")")
+        }
         if let org { query.append(" AND j.org = ", org) }
         if let session { query.append(" AND j.session_id = ", session) }
         if let chat { query.append(" AND j.chat = ", chat) }
@@ -31,6 +37,7 @@ public struct JobFilter: Sendable {
         if let createdBefore { query.append(" AND j.created_at < ", createdBefore) }
         if let finishedAfter { query.append(" AND j.finished_at >= ", finishedAfter) }
         if let finishedBefore { query.append(" AND j.finished_at < ", finishedBefore) }
+        if let beforeID { query.append(" AND j.id < ", beforeID) }
     }
 }
 
@@ -88,10 +95,11 @@ public enum JobQueries {
         j.error_code, j.error_message, j.created_at, j.finished_at
         """
 
-    public static func list(_ filter: JobFilter, limit: Int = 100, includePayload: Bool = false, in database: PostgresDatabase) async throws -> [JobSummary] {
+    public static func list(_ filter: JobFilter, limit: Int = 100, includePayload: Bool = false, newestFirst: Bool = false,
+                            in database: PostgresDatabase) async throws -> [JobSummary] {
         var query = PostgresQuery("SELECT \(columns), " + (includePayload ? "j.payload::text" : "NULL::text") + " FROM wa_outbox.jobs j WHERE true")
         filter.apply(to: &query)
-        query.append(" ORDER BY j.id LIMIT ", limit)
+        query.append(newestFirst ? " ORDER BY j.id DESC LIMIT " : " ORDER BY j.id LIMIT ", limit)
         return try await database.query(query).map(summary)
     }
 
