@@ -3,6 +3,7 @@ delivery logs and each organization's event stream. Each check is a row: what, t
 whether it holds. A row marked `fatal` makes the run exit non-zero when it does not hold.
 """
 import json
+import re
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -155,7 +156,8 @@ class Checks:
         key = None
         for job in self.workload.accepted.values():
             marker = job["key"].split("-", 1)[1]
-            if job["kind"] == "send" and job["session"] == session and job["chat"] == chat and content and content.endswith(f" {marker}"):
+            if job["kind"] == "send" and job["session"] == session and job["chat"] == chat and content \
+                    and re.search(rf" {marker}(?!\d)", content):
                 key = job
         lines = [f"copy {message_id} in {session} {chat}: content {content!r}; request {key['key'] if key else '?'}"]
         if key:

@@ -6,8 +6,10 @@ Between the wa-outbox processes and PostgreSQL, Redis or an engine, it can:
                connections that sent LISTEN, `listen_only`): a half-open peer. New connections are
                accepted and left hanging too, unless `listen_only`;
   - refuse:    close every connection and refuse new ones (a server that is gone);
-  - delay:     hold every chunk `delay` seconds, in order (a slow network); when the delay ends,
-               what is held goes out at once, in the order it came, before anything newer.
+  - delay:     every byte that arrives while it is on goes out `delay` seconds after it arrived:
+               one first-in first-out queue over all connections and both directions (a slow
+               link). When the delay ends, what is held still goes out at its own time, and
+               anything newer waits behind it, so nothing overtakes what was sent before it.
 """
 import asyncio
 import threading
@@ -27,6 +29,8 @@ class Proxy:
         self.server = None
         self._ready = threading.Event()
         self._changed = None
+        # The release time of the latest chunk queued: no chunk goes out before an older one.
+        self.last_release = 0.0
 
     def start(self):
         thread = threading.Thread(target=self._run, name=f"proxy-{self.name}", daemon=True)
@@ -94,13 +98,12 @@ class Proxy:
             return False
         return connection.listens if self.listen_only else True
 
-    async def hold_until(self, due, connection):
-        async with self._changed:
-            while self.mode == "delay" and time.monotonic() < due and not connection.closed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), max(0.001, due - time.monotonic()))
-                except asyncio.TimeoutError:
-                    pass
+    def release_time(self):
+        """When a chunk arriving now may go out: after the delay, and never before an older chunk."""
+        now = time.monotonic()
+        due = now + (self.delay if self.mode == "delay" else 0.0)
+        self.last_release = max(due, self.last_release) if self.last_release > now else due
+        return self.last_release
 
     async def wait_forwardable(self, connection):
         async with self._changed:
@@ -134,7 +137,10 @@ class Connection:
             self.closed_at = time.monotonic()
 
     async def pump(self, reader, writer, upstream):
-        proxy = self.proxy
+        """Reads as bytes arrive and stamps each chunk with its release time; `forward` sends it
+        then. Reading never waits for forwarding, so a delay does not grow chunk by chunk."""
+        queue = asyncio.Queue()
+        forwarding = asyncio.ensure_future(self.forward(queue, writer))
         try:
             while not self.closed:
                 data = await reader.read(65536)
@@ -145,18 +151,30 @@ class Connection:
                     continue
                 if upstream and not self.listens and b"LISTEN " in data.upper():
                     self.listens = True
-                if proxy.mode == "delay" and proxy.delay > 0:
-                    due = time.monotonic() + proxy.delay
-                    # Held in order: each chunk waits for its own due time or the delay's end.
-                    await proxy.hold_until(due, self)
-                await proxy.wait_forwardable(self)
-                if self.closed:
-                    break
-                writer.write(data)
-                await writer.drain()
+                queue.put_nowait((self.proxy.release_time(), data))
         except (OSError, ConnectionError):
             self._client_gone(upstream)
         except asyncio.CancelledError:
             pass
         finally:
+            queue.put_nowait((0.0, None))
+            try:
+                await forwarding
+            except (OSError, ConnectionError, asyncio.CancelledError):
+                pass
             self.close()
+
+    async def forward(self, queue, writer):
+        proxy = self.proxy
+        while True:
+            release, data = await queue.get()
+            if data is None or self.closed:
+                return
+            wait = release - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await proxy.wait_forwardable(self)
+            if self.closed:
+                return
+            writer.write(data)
+            await writer.drain()
