@@ -94,13 +94,18 @@ public final class Dispatcher: Sendable {
     /// Calls the engine (or adopts a message it already has) and classifies the answer; then a
     /// paced session's gap starts. Cancelled mid-call, the job is handed back as `worker_lost`: it
     /// may have been delivered.
-    public func perform(_ prepared: PreparedJob, lock: MessageLock?) async -> DispatchResult {
-        let result = await DispatchTracing.withSpan(prepared) { await call(prepared) }
+    ///
+    /// `stillOwned` is asked right before the engine is sent the operation, after any
+    /// reconciliation (an engine call of its own, which can take long, or during which the process
+    /// can be paused): once it says no, the job may be another worker's, and a send now could be a
+    /// second copy of a message that worker sends. The job then goes back to the queue unsent.
+    public func perform(_ prepared: PreparedJob, lock: MessageLock?, stillOwned: @escaping @Sendable () -> Bool = { true }) async -> DispatchResult {
+        let result = await DispatchTracing.withSpan(prepared) { await call(prepared, stillOwned: stillOwned) }
         if let coordinator, let lock { await coordinator.callEnded(lock, limits: prepared.context.limits) }
         return result
     }
 
-    private func call(_ prepared: PreparedJob) async -> DispatchResult {
+    private func call(_ prepared: PreparedJob, stillOwned: @Sendable () -> Bool) async -> DispatchResult {
         let (job, operation, context) = (prepared.job, prepared.operation, prepared.context)
         let started = ContinuousClock.now
         defer { DispatchMetrics.dispatchDuration(ContinuousClock.now - started, engine: context.engineName) }
@@ -112,6 +117,10 @@ public final class Dispatcher: Sendable {
                             metadata: ["job.id": "\(job.id)", "session.id": "\(job.sessionID)", "org.id": "\(job.org)",
                                        "engine.message_id": "\(found.messageID)"])
                 return DispatchResult(.succeeded, engineMessageID: found.messageID, reconciled: true)
+            }
+            guard stillOwned() else {
+                return DispatchResult(.defer_(after: .zero, code: .engineError,
+                                              message: "this worker's lease ran short before the send; not sent, the job goes back to the queue"))
             }
             return DispatchResult(.succeeded, engineMessageID: try await context.engine.perform(operation, session: job.sessionID).messageID)
         } catch {

@@ -186,6 +186,44 @@ public actor PostgresConnection: PooledConnection {
         return received
     }
 
+    /// Runs `SELECT 1` and waits at most `timeoutMilliseconds` for its answer; past that the
+    /// connection is marked broken and this throws. A peer that stops answering without closing
+    /// (a stuck proxy acknowledges every byte, so TCP keepalives and the user timeout never fire)
+    /// would otherwise hold a blocking query forever. Notifications that arrive meanwhile stay
+    /// queued in libpq for the next `waitForNotifications`.
+    func ping(timeoutMilliseconds: Int32) throws {
+        let conn = try liveHandle()
+        guard PQsendQuery(conn, "SELECT 1") == 1 else { throw connectionError(conn) }
+        let deadline = ContinuousClock.now + .milliseconds(Int(timeoutMilliseconds))
+        var flushed = false
+        while true {
+            if !flushed {
+                let flush = PQflush(conn)
+                guard flush >= 0 else { throw connectionError(conn) }
+                flushed = flush == 0
+            }
+            guard PQconsumeInput(conn) == 1 else { throw connectionError(conn) }
+            if flushed && PQisBusy(conn) == 0 { break }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else {
+                broken.store(true, ordering: .relaxed)
+                throw PostgresError(kind: .connection, message: "the server did not answer within \(timeoutMilliseconds) ms")
+            }
+            var fd = pollfd(fd: PQsocket(conn), events: Int16(flushed ? POLLIN : POLLIN | POLLOUT), revents: 0)
+            let (seconds, attoseconds) = remaining.components
+            let wait = Int32(min(Int64(timeoutMilliseconds), seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1))
+            if poll(&fd, 1, wait) < 0 && errno != EINTR {
+                throw PostgresError(kind: .connection, message: "poll failed: errno \(errno)")
+            }
+        }
+        var failure: PostgresError?
+        while let result = PQgetResult(conn) {
+            if PQresultStatus(result) != PGRES_TUPLES_OK { failure = failure ?? PostgresError(kind: .server, message: Self.trim(String(cString: PQresultErrorMessage(result)))) }
+            PQclear(result)
+        }
+        if let failure { throw failure }
+    }
+
     private func drainNotifications(_ conn: OpaquePointer) throws -> [PostgresNotification] {
         guard PQconsumeInput(conn) == 1 else {
             broken.store(true, ordering: .relaxed)

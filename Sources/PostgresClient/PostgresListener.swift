@@ -18,13 +18,15 @@ public enum PostgresListenerEvent: Sendable, Equatable {
 ///
 /// The connection sleeps in `poll(2)` on its socket, on its own thread, so waiting costs nothing.
 /// When the connection breaks (server restart, network), the listener reconnects with backoff and
-/// says so with `.subscribed`. Every `idleCheck` without traffic it runs a trivial query, so a
-/// silently dead connection (a half-open TCP peer) is found and replaced.
+/// says so with `.subscribed`. Every `idleCheck` without traffic it runs a trivial query that must
+/// answer within `idleCheckTimeout`, so a silently dead connection (a half-open TCP peer, or a
+/// stuck proxy that acknowledges every byte and forwards none) is found and replaced.
 public final class PostgresListener: Sendable {
     private let configuration: PostgresConfiguration
     private let channels: [String]
     private let logger: Logger
     private let idleCheckMilliseconds: Int32
+    private let idleCheckTimeoutMilliseconds: Int32
     /// A pipe whose write end `stop()` writes to, so the poll on the socket returns at once.
     private let wakeRead: Int32
     private let wakeWrite: Int32
@@ -36,12 +38,14 @@ public final class PostgresListener: Sendable {
         configuration: PostgresConfiguration,
         channels: [String],
         idleCheck: Duration = .seconds(15),
+        idleCheckTimeout: Duration = .seconds(5),
         logger: Logger
     ) {
         self.configuration = configuration
         self.channels = channels
         self.logger = logger
-        self.idleCheckMilliseconds = Int32(idleCheck.components.seconds * 1000 + idleCheck.components.attoseconds / 1_000_000_000_000_000)
+        self.idleCheckMilliseconds = Self.milliseconds(idleCheck)
+        self.idleCheckTimeoutMilliseconds = Self.milliseconds(idleCheckTimeout)
         var fds: [Int32] = [-1, -1]
         precondition(pipe(&fds) == 0, "cannot create a pipe")
         for fd in fds {
@@ -50,6 +54,10 @@ public final class PostgresListener: Sendable {
         }
         self.wakeRead = fds[0]
         self.wakeWrite = fds[1]
+    }
+
+    private static func milliseconds(_ duration: Duration) -> Int32 {
+        Int32(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
     }
 
     deinit {
@@ -97,7 +105,7 @@ public final class PostgresListener: Sendable {
                     wakeups.add(1, ordering: .relaxed)
                     if received.isEmpty {
                         drainWakeFD()
-                        if !stopped.load(ordering: .relaxed) { try await connection.query("SELECT 1") }
+                        if !stopped.load(ordering: .relaxed) { try await connection.ping(timeoutMilliseconds: idleCheckTimeoutMilliseconds) }
                     }
                     for notification in received { continuation.yield(.notification(notification)) }
                 }

@@ -265,7 +265,9 @@ public final class Worker: Sendable {
             finish(job, .defer_(after: .zero, code: .engineError, message: "this worker could not start the dispatch (lease or shutdown); the job goes back to the queue"), lock: lock)
             return
         }
-        let result = await dispatcher.perform(prepared, lock: lock)
+        // Asked again right before the send: a reconciliation (or a pause) may outlast the lease.
+        let lease = self.lease
+        let result = await dispatcher.perform(prepared, lock: lock, stillOwned: { lease.holds })
         if result.reconciled { state.withLockedValue { $0.reconciled += 1 } }
         report(job, result.outcome, lock: lock, engineMessageID: result.engineMessageID)
     }
