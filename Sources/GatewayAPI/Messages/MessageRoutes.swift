@@ -115,6 +115,12 @@ struct MessageRoutes {
             throw APIError(.contentTooLarge, .payloadTooLarge, "the body is larger than \(context.maxUploadSize) bytes")
         } catch is NIOTooManyBytesError {
             throw APIError(.contentTooLarge, .payloadTooLarge, "the body is larger than \(context.maxUploadSize) bytes")
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // The connection ended inside the body, or its chunked encoding is broken: the
+            // request's fault, never the server's (it answered 500).
+            throw APIError.validation("the body ended early or is malformed: \(type(of: error))", details: ["field": "body"])
         }
     }
 }
