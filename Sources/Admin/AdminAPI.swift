@@ -21,7 +21,8 @@ public enum AdminAPI {
         api.get("/jobs/:id") { request, context in
             try authorize(request, token)
             guard let id = context.parameters.get("id", as: Int64.self),
-                  let detail = try await JobQueries.show(id, includePayload: request.uri.queryParameters.get("show_body") == "true", in: database) else {
+                  let detail = try await JobQueries.show(id, org: request.uri.queryParameters.get("org"),
+                                                         includePayload: request.uri.queryParameters.get("show_body") == "true", in: database) else {
                 throw APIError.notFound("no such job")
             }
             return try json(detail)
@@ -88,7 +89,8 @@ public enum AdminAPI {
         filter.org = query.get("org")
         filter.session = query.get("session")
         filter.chat = query.get("chat")
-        filter.kind = query.get("kind").flatMap(JobKind.init(rawValue:))
+        // An unknown kind is refused: dropped, it would widen the selection to every kind.
+        filter.kind = try query.get("kind").map { guard let k = JobKind(rawValue: $0) else { throw APIError.validation("unknown kind \($0)") }; return k }
         filter.errorCode = query.get("error_code")
         return filter
     }

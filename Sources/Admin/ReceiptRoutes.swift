@@ -2,6 +2,7 @@ import Foundation
 import HTTPSurface
 import Hummingbird
 import Logging
+import OutboxCore
 import OutboxStore
 import PostgresClient
 import Receipts
@@ -37,7 +38,16 @@ enum ReceiptRoutes {
     /// body's signature is checked.
     private static func receive(_ engine: ReceiptWebhook.Engine, session: String?, _ request: Request, _ context: BasicRequestContext,
                                 database: PostgresDatabase, secret: String?, urlSecret: String? = nil) async throws -> Response {
-        let body = Data(try await request.body.collect(upTo: 1 << 20).readableBytesView)
+        let body: Data
+        do {
+            body = Data(try await request.body.collect(upTo: 1 << 20).readableBytesView)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, .payloadTooLarge, "a webhook body is at most 1 MiB")
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw APIError.validation("the body ended early or is malformed: \(type(of: error))")
+        }
         let authentic: Bool = if let secret, let urlSecret, let session {
             ReceiptWebhook.verifyURLSecret(engine, session: session, presented: urlSecret, secret: secret)
         } else if let secret {

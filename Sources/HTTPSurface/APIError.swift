@@ -67,7 +67,7 @@ extension APIError {
     /// - `APIError`: itself.
     /// - `OutboxError` (the domain's): its code, with the status that code has in the API.
     /// - Hummingbird's `HTTPError` (an unknown route, a body that does not decode): the code its
-    ///   status stands for, with its message.
+    ///   status stands for, with its message; any other `HTTPResponseError` under 500 likewise.
     /// - Anything else: 500 `internal_error`, without the error's text (it may name internals).
     public init(_ error: any Error) {
         switch error {
@@ -77,6 +77,10 @@ extension APIError {
             self.init(Self.status(of: error.code), error.code, error.message)
         case let error as HTTPError:
             self.init(error.status, Self.code(of: error.status), error.body ?? error.status.reasonPhrase)
+        case let error as any HTTPResponseError where error.status.code < 500:
+            // The framework's own refusals, such as NIO's too-many-bytes for a body past a route's
+            // limit (413), keep their status instead of becoming a 500.
+            self.init(error.status, Self.code(of: error.status), error.status.code == 413 ? "the body is too large" : error.status.reasonPhrase)
         default:
             self.init(.internalServerError, .internalError, "internal error")
         }
@@ -125,7 +129,8 @@ public struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             let answer = APIError(error)
             if answer.status == .internalServerError {
-                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+                // The route's pattern, not the path: a path can carry a secret (a webhook's URL secret).
+                context.logger.error("request failed", metadata: ["error": "\(error)", "route": "\(context.endpointPath ?? "unknown")"])
             }
             throw answer
         }

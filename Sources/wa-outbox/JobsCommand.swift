@@ -84,14 +84,15 @@ struct JobsCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "One job with its attempts, events and audit trail, as JSON.")
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "The job id.") var id: Int64
+        @Option(help: "Only if this organization owns it.") var org: String?
         @Flag(name: .customLong("show-body"), help: "Include the payload (the message body).") var showBody = false
 
         func run() async throws {
             let db = try database.database(connections: 1, logger: makeLogger("wa-outbox.jobs"))
-            let detail = try await JobQueries.show(id, includePayload: showBody, in: db)
+            let detail = try await JobQueries.show(id, org: org, includePayload: showBody, in: db)
             await db.close()
             guard let detail else {
-                printJSON(ErrorBody(error: .init(code: ErrorCode.notFound.rawValue, message: "no job \(id)")))
+                printJSON(ErrorBody(error: .init(code: ErrorCode.notFound.rawValue, message: "no job \(id)\(org.map { " in organization \($0)" } ?? "")")))
                 throw ExitCode(1)
             }
             printJSON(detail)

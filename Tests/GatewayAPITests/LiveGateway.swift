@@ -24,9 +24,13 @@ struct LiveGateway {
 
     /// Runs `body` on a live gateway (`start`), and stops its processes whether `body` throws or not:
     /// a process left behind would outlive the test run, retrying a database that is gone.
+    ///
+    /// `logins`: the worker and the API connect as these users (`RoleLogin`) instead of the owner.
     static func run(apis: Int, workers: Int, sessions: [(org: String, id: String)], apiArguments: [String] = [],
-                    apiEnvironment: [String: String] = [:], _ body: (LiveGateway) async throws -> Void) async throws {
-        let gateway = try await start(apis: apis, workers: workers, sessions: sessions, apiArguments: apiArguments, apiEnvironment: apiEnvironment)
+                    apiEnvironment: [String: String] = [:], logins: (worker: RoleLogin, api: RoleLogin)? = nil,
+                    _ body: (LiveGateway) async throws -> Void) async throws {
+        let gateway = try await start(apis: apis, workers: workers, sessions: sessions, apiArguments: apiArguments, apiEnvironment: apiEnvironment,
+                                      logins: logins)
         do {
             try await body(gateway)
         } catch {
@@ -40,7 +44,8 @@ struct LiveGateway {
     /// `/healthz` before this returns. `sessions` are registered (organization, id) before the
     /// processes start.
     private static func start(apis apiCount: Int, workers workerCount: Int, sessions: [(org: String, id: String)],
-                              apiArguments: [String] = [], apiEnvironment: [String: String] = [:]) async throws -> LiveGateway {
+                              apiArguments: [String] = [], apiEnvironment: [String: String] = [:],
+                              logins: (worker: RoleLogin, api: RoleLogin)? = nil) async throws -> LiveGateway {
         let url = try await TestEnvironment.freshStreamDatabase(prefix: "live")
         let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 4, logger: TestEnvironment.logger)
         try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
@@ -54,14 +59,14 @@ struct LiveGateway {
         }
         let prefix = ["--redis-prefix", "live-\(UUID().uuidString.prefix(8))"]
         let workers = try (0..<workerCount).map { _ in
-            try OutboxProcess(["worker", "--database-url", url, "--poll-interval-ms", "200", "--admin-listen", "off"] + unlimited + prefix)
+            try OutboxProcess(["worker", "--database-url", logins?.worker.url(url) ?? url, "--poll-interval-ms", "200", "--admin-listen", "off"] + unlimited + prefix)
         }
         var apis: [OutboxProcess] = []
         var ports: [Int] = []
         for _ in 0..<apiCount {
             let port = try await TestEnvironment.freePort()
-            apis.append(try OutboxProcess(["api", "--database-url", url, "--listen", "127.0.0.1:\(port)", "--metrics-listen", "off"] + unlimited + prefix + apiArguments,
-                                      environment: apiEnvironment))
+            apis.append(try OutboxProcess(["api", "--database-url", logins?.api.url(url) ?? url, "--listen", "127.0.0.1:\(port)", "--metrics-listen", "off"]
+                                          + unlimited + prefix + apiArguments, environment: apiEnvironment))
             ports.append(port)
         }
         let gateway = LiveGateway(url: url, database: database, simulator: simulator, apis: apis, ports: ports, workers: workers)

@@ -105,8 +105,8 @@ struct MessageRoutesTests {
     }
 
     /// PostgreSQL stores no NUL character (JSON "\u0000") in text or jsonb: a body carrying one is
-    /// the caller's mistake, 400, not a 500 from the database (found by schemathesis); a message or
-    /// session id with one names nothing that exists.
+    /// the caller's mistake, 400, not a 500 from the database (found by schemathesis); so is a
+    /// message or session id with one (`%00`, percent-decoded: a control character).
     @Test func aNULCharacterIsRefusedAsAValidationErrorAndQueuesNothing() async throws {
         let fixture = try await GatewayFixture.make()
         try await fixture.addSession("s1")
@@ -122,9 +122,9 @@ struct MessageRoutesTests {
                 try expectError(extra, .badRequest, "validation_error")
                 let mid = try await client.execute(uri: "/api/v1/sessions/s1/messages/3EB0%00", method: method, headers: headers(),
                                                    body: ByteBuffer(string: #"{"chat":"\#(chat)","text":"b"}"#))
-                try expectError(mid, .notFound, "not_found")
+                try expectError(mid, .badRequest, "validation_error")
             }
-            try expectError(try await post(client, "/api/v1/sessions/s%001/messages?async=true"), .notFound, "not_found")
+            try expectError(try await post(client, "/api/v1/sessions/s%001/messages?async=true"), .badRequest, "validation_error")
         }
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs") == 0)
         await fixture.close()

@@ -31,9 +31,11 @@ struct MessageRoutes {
 
     private func send(_ request: Request, _ context: GatewayContext) async throws -> Response {
         let principal = try context.require(.send)
+        let session = try RequestInput.identifier("session", context)
+        try RequestInput.requireJSON(request)
         let body = try SendBody(try await collect(request, context))
         let mode = try Mode(request.uri.queryParameters["async"].map(String.init))
-        return try await submit(EnqueueRequest(org: principal.org, session: try context.parameters.require("session"), kind: .send,
+        return try await submit(EnqueueRequest(org: principal.org, session: session, kind: .send,
                                                payload: body.payload, idempotencyKey: try IdempotencyKeyHeader.parse(request.headers[.idempotencyKey]),
                                                trace: RequestTrace.forJob(request)),
                                 mode: mode)
@@ -41,8 +43,11 @@ struct MessageRoutes {
 
     private func target(_ kind: JobKind, _ request: Request, _ context: GatewayContext) async throws -> Response {
         let principal = try context.require(.send)
-        let payload = try SendBody.targeting(try context.parameters.require("mid"), kind: kind, body: try await collect(request, context))
-        return try await submit(EnqueueRequest(org: principal.org, session: try context.parameters.require("session"), kind: kind,
+        let session = try RequestInput.identifier("session", context)
+        let mid = try RequestInput.identifier("mid", context)
+        try RequestInput.requireJSON(request)
+        let payload = try SendBody.targeting(mid, kind: kind, body: try await collect(request, context))
+        return try await submit(EnqueueRequest(org: principal.org, session: session, kind: kind,
                                                payload: payload, idempotencyKey: try IdempotencyKeyHeader.parse(request.headers[.idempotencyKey]),
                                                trace: RequestTrace.forJob(request)),
                                 mode: .sync)
@@ -113,6 +118,12 @@ struct MessageRoutes {
             throw APIError(.contentTooLarge, .payloadTooLarge, "the body is larger than \(context.maxUploadSize) bytes")
         } catch is NIOTooManyBytesError {
             throw APIError(.contentTooLarge, .payloadTooLarge, "the body is larger than \(context.maxUploadSize) bytes")
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // The connection ended inside the body, or its chunked encoding is broken: the
+            // request's fault, never the server's (it answered 500).
+            throw APIError.validation("the body ended early or is malformed: \(type(of: error))", details: ["field": "body"])
         }
     }
 }

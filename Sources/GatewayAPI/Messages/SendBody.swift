@@ -16,6 +16,7 @@ struct SendBody {
     let payload: String
 
     init(_ data: Data) throws {
+        let text = try RequestInput.utf8(data)
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw APIError.validation("the body must be a JSON object", details: ["field": "body"])
         }
@@ -28,12 +29,13 @@ struct SendBody {
         guard Self.supported.contains(type) else {
             throw APIError.validation("unknown type '\(type)': one of \(Self.supported.sorted().joined(separator: ", "))", details: ["field": "type"])
         }
-        payload = String(decoding: data, as: UTF8.self)
+        payload = text
     }
 
     /// The body of an edit (`chat`, `text`) or a revoke (`chat`, optional `sender`), as the outbox
     /// payload for message `mid`.
     static func targeting(_ mid: String, kind: JobKind, body data: Data) throws -> String {
+        _ = try RequestInput.utf8(data)
         guard var object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw APIError.validation("the body must be a JSON object", details: ["field": "body"])
         }
@@ -60,6 +62,7 @@ enum IdempotencyKeyHeader {
         guard (1...255).contains(key.count) else {
             throw APIError.validation("Idempotency-Key must be 1 to 255 characters", details: ["field": "Idempotency-Key"])
         }
+        try RequestInput.checkIdentifier(key, field: "Idempotency-Key")
         return key
     }
 }

@@ -88,10 +88,7 @@ public enum WhatsAppOperation: Sendable, Equatable {
         case .send:
             self = .send(id: job.waMessageID, chat: job.chat, content: try payload.content())
         case .edit:
-            guard let text = payload.text, !text.isEmpty else {
-                throw OutboxError(.validationError, "edit job \(job.id) has no text")
-            }
-            self = .edit(id: job.waMessageID, chat: job.chat, text: text)
+            self = .edit(id: job.waMessageID, chat: job.chat, text: try PayloadRules.text(payload.text, what: "edit job \(job.id)"))
         case .revoke:
             self = .revoke(id: job.waMessageID, chat: job.chat, sender: payload.sender.flatMap { $0.isEmpty ? nil : $0 })
         }
@@ -127,21 +124,15 @@ struct Payload: Decodable {
     func content() throws(OutboxError) -> MessageContent {
         switch type {
         case "text":
-            guard let text, !text.isEmpty else { throw OutboxError(.validationError, "a text message needs text") }
-            return .text(text)
+            return .text(try PayloadRules.text(text, what: "a text message"))
         case "poll":
-            guard let name, let options, options.count >= 2 else {
-                throw OutboxError(.validationError, "a poll needs a name and at least two options")
-            }
+            let (name, options) = try PayloadRules.poll(name: name, options: options)
             return .poll(name: name, options: options, multipleAnswers: multipleAnswers ?? false)
         case "location":
-            guard let latitude, let longitude else {
-                throw OutboxError(.validationError, "a location needs latitude and longitude")
-            }
+            let (latitude, longitude) = try PayloadRules.location(latitude: latitude, longitude: longitude)
             return .location(latitude: latitude, longitude: longitude, name: name, address: address)
         case "contact":
-            guard let contacts, !contacts.isEmpty else { throw OutboxError(.validationError, "a contact message needs contacts") }
-            return .contacts(contacts)
+            return .contacts(try PayloadRules.contacts(contacts))
         case "image", "video", "audio", "document", "sticker":
             throw OutboxError(.notImplemented, "\(type!) messages are not implemented yet")
         default:

@@ -16,7 +16,7 @@ public enum IdempotencyCheck {
                 FROM wa_outbox.jobs j WHERE j.id = \(outboxID) AND j.org = \(request.org)
                 """)
             return try rows.first?.decode(Bool.self, at: 0) ?? false
-        } catch let error as PostgresError where error.sqlState?.hasPrefix("WA") == true || ["22P02", "22P05"].contains(error.sqlState) {
+        } catch let error as PostgresError where OutboxError.refusedInput(error) != nil {
             // The new request is not even valid: it cannot be the one that used the key.
             return false
         }

@@ -68,10 +68,7 @@ public enum Outbox {
             query.append(")")
             rows = try await connection.query(query)
         } catch let error as PostgresError {
-            if let code = ErrorCode.fromSQLState(error.sqlState) { throw OutboxError(code, error.message) }
-            if error.sqlState == "22P02" { throw OutboxError(.validationError, "payload is not valid JSON: \(error.message)") }
-            // untranslatable_character: jsonb refuses "\u0000", which PostgreSQL text cannot hold.
-            if error.sqlState == "22P05" { throw OutboxError(.validationError, "the payload contains a NUL character (\\u0000), which cannot be stored") }
+            if let refused = OutboxError.refusedInput(error) { throw refused }
             throw OutboxError(.engineError, "enqueue failed: \(error)")
         } catch {
             throw OutboxError(.engineError, "enqueue failed: \(error)")
