@@ -6,19 +6,15 @@ import Simulator
 
 /// A `wa-outbox` subprocess (worker or simulator), its stderr kept in a file for diagnosis.
 public final class OutboxProcess: @unchecked Sendable {
-    public let process: Process
+    public let process: ChildProcess
     public let stderrURL: URL
 
     public init(_ arguments: [String], environment: [String: String] = [:]) throws {
         stderrURL = try TestEnvironment.scratchDirectory("proc").appendingPathComponent("stderr.log")
         FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
-        process = Process()
-        process.executableURL = try TestEnvironment.executable()
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = try FileHandle(forWritingTo: stderrURL)
-        try Subprocess.start(process)
+        process = try ChildProcess.spawn(try TestEnvironment.executable(), arguments,
+                                         environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+                                         stdout: nil, stderr: stderrURL.path)
     }
 
     public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
