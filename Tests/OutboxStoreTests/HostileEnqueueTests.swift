@@ -84,6 +84,7 @@ struct HostileEnqueueTests {
     /// nothing else happens (the tables are all still there).
     @Test func sqlMetacharactersInATextAreStoredVerbatim() async throws {
         let store = try await HostileStore.make()
+        let tablesBefore = try await store.database.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'wa_outbox'")[0].decode(Int.self, at: 0)
         let alphabet = HostileInput.metacharacters + ["hello", " ", "\n", "ü", "🙂"]
         let pieces: Generator<[String], Shrink.None<[String]>> = Generator { rng in
             var seeded = SplitMix64(seed: rng.next())
@@ -99,7 +100,7 @@ struct HostileEnqueueTests {
             #expect(try stored[0].decode(String.self, at: 0) == text)
         }
         let tables = try await store.database.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'wa_outbox'")[0].decode(Int.self, at: 0)
-        #expect(tables == 9, "the outbox's tables are all still there")
+        #expect(tables == tablesBefore && tables >= 9, "the outbox's tables are all still there")
         #expect(try await store.counts()[0] == Self.verbatimCases)
         print("hostile-input cases: SQL metacharacters stored verbatim \(run)")
         await store.close()
