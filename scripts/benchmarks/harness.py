@@ -7,14 +7,7 @@ throwaway PostgreSQL (durable commits) and Redis servers, then calls this with:
 Each scenario prints its figures and adds them to results.json. Nothing here asserts a time:
 benchmarks measure, tests check behaviour.
 """
-import json
-import os
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
+import json, os, signal, statistics, subprocess, sys, tempfile, time  # noqa: E401
 
 from stats import median_percentiles, percentile, percentiles
 
@@ -360,19 +353,18 @@ def scenario_peers():
         log(f"  {name}: {figures}")
 
 
-def scenario_api():
-    log("\n## gateway API (wa-outbox api): synchronous sends at 100/s beside the engine call alone; async sends under wrk")
-    results["api"] = run_json("api.py")
-
-
-def scenario_console():
-    log("\n## operator console: each page with 1,000,000 jobs in the table (BENCH_CONSOLE_JOBS; 20,000 with --quick)")
-    results["console"] = run_json("console.py")
+def script_scenario(name, title):
+    """A scenario that is one script of its own printing JSON last (api.py, console.py)."""
+    def scenario():
+        log(f"\n## {title}")
+        results[name] = run_json(f"{name}.py")
+    return scenario
 
 
 SCENARIOS = {"drain": scenario_drain, "latency": scenario_latency, "backlog": scenario_backlog, "bloat": scenario_bloat,
-             "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers, "api": scenario_api,
-             "console": scenario_console}
+             "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers,
+             "api": script_scenario("api", "gateway API (wa-outbox api): synchronous sends at 100/s beside the engine call alone; async sends under wrk"),
+             "console": script_scenario("console", "operator console: each page with 1,000,000 jobs in the table (BENCH_CONSOLE_JOBS; 20,000 with --quick)")}
 
 
 def main():
