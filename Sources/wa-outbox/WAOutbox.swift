@@ -1,6 +1,7 @@
 import ArgumentParser
 import CMallocTuning
 import Foundation
+import LineOutput
 
 @main
 struct WAOutbox: AsyncParsableCommand {
@@ -12,7 +13,19 @@ struct WAOutbox: AsyncParsableCommand {
 
     static func main() async {
         limitMallocArenas()
-        await main(nil)
+        do {
+            var command = try parseAsRoot(nil)
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            // The log lines still queued go first: the error must reach standard error whole, not
+            // cut by the writer thread's last lines (it was, once, in CI).
+            await LogSetup.standardError.flush()
+            exit(withError: error)
+        }
     }
 
     /// Two malloc arenas instead of glibc's default of up to eight per core.
