@@ -31,6 +31,9 @@ public protocol SessionEngine: Sendable {
     /// Engines that take our message id return none: a re-send with the same id is dropped by
     /// WhatsApp clients. Engines that choose their own ids must look.
     func reconcile(_ operation: WhatsAppOperation, session: String, since: Date) async throws(DispatchFailure) -> [EngineReceipt]
+    /// Whether the engine picks the id of a sent message itself (WAHA), so that a second send of
+    /// one message is a second message and only `reconcile` can prevent it.
+    var choosesMessageIDs: Bool { get }
     /// The engine server this adapter calls (`scheme://host:port`), or nil for an engine inside the
     /// process. A worker dispatches to one server at most `EngineHosts.connectionsPerHost` at once.
     var host: String? { get }
@@ -40,6 +43,8 @@ public protocol SessionEngine: Sendable {
 
 extension SessionEngine {
     public var host: String? { nil }
+
+    public var choosesMessageIDs: Bool { false }
 
     public func reconcile(_ operation: WhatsAppOperation, session: String, since: Date) async throws(DispatchFailure) -> [EngineReceipt] {
         []

@@ -39,6 +39,8 @@ public struct PreparedJob: Sendable {
 ///   dead can let its locks go.
 /// - **Perform or reconcile**: after an attempt that may have arrived, a send to an engine that
 ///   picks its own ids looks for the message first and adopts it instead of sending it twice.
+///   It looks only once the request given up on would have landed (`landingBound` after it was
+///   given up): before, the look finds nothing and the send that follows is a second copy.
 /// - Failures become outcomes through the retry policy; nothing here writes to the database.
 /// - Each engine call is a `wa_outbox.dispatch` span in the job's trace (`DispatchTracing`).
 public final class Dispatcher: Sendable {
@@ -47,15 +49,20 @@ public final class Dispatcher: Sendable {
     private let database: PostgresDatabase
     private let retry: RetryPolicy
     private let lockHolder: String
+    private let landingBound: Duration
     private let logger: Logger
 
+    /// - Parameter landingBound: how long after an attempt was given up (a timeout, a dead or
+    ///   stopped worker) its request may still reach the engine: the request timeout + 5 s, as the
+    ///   dispatch lock's TTL.
     public init(engines: EngineDirectory, coordinator: Coordinator?, database: PostgresDatabase, retry: RetryPolicy,
-                lockHolder: String, logger: Logger) {
+                lockHolder: String, landingBound: Duration, logger: Logger) {
         self.engines = engines
         self.coordinator = coordinator
         self.database = database
         self.retry = retry
         self.lockHolder = lockHolder
+        self.landingBound = landingBound
         self.logger = logger
     }
 
@@ -64,7 +71,13 @@ public final class Dispatcher: Sendable {
         do {
             var operation = try WhatsAppOperation(job: job)
             if let engineTarget { operation = operation.addressing(engineMessageID: engineTarget) }
-            return .success(PreparedJob(job: job, operation: operation, context: try await engines.context(for: job.sessionID, settings: settings)))
+            let context = try await engines.context(for: job.sessionID, settings: settings)
+            if let wait = landingWait(job, operation, context) {
+                return .failure(OutcomeError(.defer_(after: wait, code: .dispatchInProgress, message: """
+                    an earlier attempt's request may still reach the engine; the message is looked for once it would have landed
+                    """)))
+            }
+            return .success(PreparedJob(job: job, operation: operation, context: context))
         } catch let error as OutboxError {
             return .failure(OutcomeError(.failed(code: error.code, message: error.message)))
         } catch let failure as DispatchFailure {
@@ -129,6 +142,14 @@ public final class Dispatcher: Sendable {
             }
             return DispatchResult(outcome(of: error, job))
         }
+    }
+
+    /// How much longer a send that may have arrived at an engine that picks its own ids waits
+    /// before it is looked for, or nil to go on now.
+    private func landingWait(_ job: ClaimedJob, _ operation: WhatsAppOperation, _ context: SessionContext) -> Duration? {
+        guard job.maybeSent, case .send = operation, context.engine.choosesMessageIDs,
+              let ago = job.maybeSentAgo, ago < landingBound else { return nil }
+        return landingBound - ago
     }
 
     private func outcome(of failure: DispatchFailure, _ job: ClaimedJob) -> Outcome {

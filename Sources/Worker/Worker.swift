@@ -59,7 +59,7 @@ public final class Worker: Sendable {
         self.coordinator = coordinator
         self.logger = logger
         self.dispatcher = Dispatcher(engines: engines, coordinator: coordinator, database: database, retry: configuration.retry,
-                                     lockHolder: id.lockHolder, logger: logger)
+                                     lockHolder: id.lockHolder, landingBound: configuration.requestTimeout + .seconds(5), logger: logger)
         self.lease = LeaseKeeper(id: id, name: configuration.name, lease: configuration.lease, configuration: database.configuration, logger: logger)
         let wakeup = self.wakeup
         self.writer = CompletionWriter(database: database, coordinator: coordinator, window: configuration.completionWindow, logger: logger) {

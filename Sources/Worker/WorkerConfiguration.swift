@@ -23,6 +23,10 @@ public struct WorkerConfiguration: Sendable {
     /// (a lone completion is written at once).
     public var completionWindow: Duration = .milliseconds(2)
     public var retry = RetryPolicy()
+    /// How long an engine call may take. With 5 s more, it is the dispatch lock's TTL and how long
+    /// a request given up on may still land: a WAHA send that may have arrived is looked for only
+    /// after that.
+    public var requestTimeout: Duration = .seconds(30)
     /// How often this worker tries to prune (only one process prunes at a time); nil: never.
     public var pruneInterval: Duration? = .seconds(60)
     /// How often each session's engine is asked whether it is connected (shared by all workers).

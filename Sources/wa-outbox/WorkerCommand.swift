@@ -75,6 +75,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.pruneInterval = pruneEvery > 0 ? .milliseconds(pruneEvery) : nil
         configuration.healthInterval = .milliseconds(max(setting(healthIntervalMilliseconds, "WA_OUTBOX_HEALTH_INTERVAL_MS", Int(defaults.healthInterval.milliseconds)), 100))
         configuration.retention = retention.retention
+        configuration.requestTimeout = .milliseconds(setting(requestTimeoutMilliseconds, "WA_OUTBOX_REQUEST_TIMEOUT_MS", Int(defaults.requestTimeout.milliseconds)))
         guard configuration.concurrency > 0, configuration.batchSize > 0, configuration.lease >= .milliseconds(300) else {
             throw ValidationError("concurrency and batch size must be positive and the lease at least 300 ms")
         }
@@ -82,8 +83,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
         let db = try database.database(connections: 6, logger: logger)
         let sim = try WhatsAppSimulator(configuration: simulator.configuration, deliveryLog: simDeliveryLog.map { URL(fileURLWithPath: $0) })
-        let requestTimeout = Duration.milliseconds(setting(requestTimeoutMilliseconds, "WA_OUTBOX_REQUEST_TIMEOUT_MS", 30_000))
-        let engines = engineDirectory(database: db, simulator: sim, requestTimeout: requestTimeout, defaultLimits: limits.defaults)
+        let engines = engineDirectory(database: db, simulator: sim, requestTimeout: configuration.requestTimeout, defaultLimits: limits.defaults)
         var coordinator: Coordinator?
         if noLimits {
             logger.warning("--no-limits: running without rate limits, pacing or dispatch locks")
@@ -91,7 +91,7 @@ struct WorkerCommand: AsyncParsableCommand {
             let redis = RedisDatabase(configuration: try RedisConfiguration(url: url), maxConnections: 4, logger: logger)
             // A dispatch lock must outlive the longest dispatch; the lease keeper renews it while it is held.
             coordinator = Coordinator(redis: redis, prefix: setting(redisPrefix, "WA_OUTBOX_REDIS_PREFIX", "wa-outbox"),
-                                      lockTTL: requestTimeout + .seconds(5), logger: logger)
+                                      lockTTL: configuration.requestTimeout + .seconds(5), logger: logger)
         } else {
             throw ValidationError("""
                 REDIS_URL is not set. Without Redis nothing limits how fast a session sends (WhatsApp bans numbers \

@@ -168,7 +168,11 @@ struct CoordinationTests {
         _ = try await WahaEngine(baseURL: simulator.baseURL, apiKey: "dead")
             .perform(.send(id: job.waMessageID, chat: job.chat, content: .text("message 0")), session: "dead")
 
-        let worker = fixture.makeWorker(simulator: try WhatsAppSimulator(), coordinator: coordinator, limits: limits) { $0.lease = .seconds(1) }
+        let worker = fixture.makeWorker(simulator: try WhatsAppSimulator(), coordinator: coordinator, limits: limits) {
+            $0.lease = .seconds(1)
+            // The look into the chat waits until the dead worker's request would have landed.
+            $0.requestTimeout = .seconds(1)
+        }
         let running = Task { try await worker.run() }
         for _ in 0..<300 where try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'queued' OR state = 'running'") > 0 {
             try await Task.sleep(for: .milliseconds(50))

@@ -88,6 +88,8 @@ struct HeldReconcile: SessionEngine {
 
     var host: String? { inner.host }
 
+    var choosesMessageIDs: Bool { inner.choosesMessageIDs }
+
     func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
         try await inner.perform(operation, session: session)
     }

@@ -22,6 +22,8 @@ public struct WahaEngine: SessionEngine {
 
     public var host: String? { http.host }
 
+    public var choosesMessageIDs: Bool { true }
+
     public func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
         let (method, path, body) = try Self.request(for: operation, session: session)
         let data = try await call(method, path, body: body, doing: Self.describe(operation))

@@ -67,13 +67,16 @@ public struct ClaimedJob: Sendable {
     /// An earlier attempt may have reached WhatsApp (it timed out, or its worker died or shut
     /// down mid-dispatch): a send first looks for the message at an engine that chooses its own ids.
     public var maybeSent: Bool
+    /// How long ago, by the database's clock at the claim, the last such attempt was given up
+    /// (nil: never, or before the database kept it).
+    public var maybeSentAgo: Duration?
     public var createdAt: Date
     /// The trace the request that enqueued the job belongs to, which its dispatch continues.
     public var trace: JobTraceContext?
 
     public init(id: Int64, org: String, sessionID: String, chat: String, kind: JobKind, waMessageID: String,
                 payload: String, attempt: Int, maxAttempts: Int, deadline: Date, maybeSent: Bool = false,
-                createdAt: Date = Date(), trace: JobTraceContext? = nil) {
+                createdAt: Date = Date(), trace: JobTraceContext? = nil, maybeSentAgo: Duration? = nil) {
         self.id = id
         self.org = org
         self.sessionID = sessionID
@@ -85,6 +88,7 @@ public struct ClaimedJob: Sendable {
         self.maxAttempts = maxAttempts
         self.deadline = deadline
         self.maybeSent = maybeSent
+        self.maybeSentAgo = maybeSentAgo
         self.createdAt = createdAt
         self.trace = trace
     }

@@ -64,11 +64,12 @@ public enum ClaimQuery {
                 attempt: try row.decode(at: 7), maxAttempts: try row.decode(at: 8), deadline: try row.decode(at: 9),
                 maybeSent: try row.decode(at: 10),
                 createdAt: try row.decode(at: 11),
-                trace: JobTraceContext(traceParent: try row.decode(String?.self, at: 12), traceState: try row.decode(String?.self, at: 13))
+                trace: JobTraceContext(traceParent: try row.decode(String?.self, at: 12), traceState: try row.decode(String?.self, at: 13)),
+                maybeSentAgo: try row.decode(Int64?.self, at: 14).map { .milliseconds($0) }
             )
             batch.jobs.append(job)
             if batch.sessions[job.sessionID] == nil {
-                batch.sessions[job.sessionID] = try SessionRecord(id: job.sessionID, org: job.org, settingsFrom: row, at: 14)
+                batch.sessions[job.sessionID] = try SessionRecord(id: job.sessionID, org: job.org, settingsFrom: row, at: 15)
             }
         }
         return batch
@@ -136,7 +137,8 @@ public enum ClaimQuery {
                 FROM due d
                 WHERE j.id = d.job_id AND j.state IS NOT DISTINCT FROM 'queued'
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text AS payload,
-                          j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at, j.trace_parent, j.trace_state
+                          j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at, j.trace_parent, j.trace_state,
+                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago
             ),
             lanes_busy AS (
                 UPDATE wa_outbox.lanes l SET busy = true, running_job = c.id, ready_at = NULL
@@ -148,7 +150,7 @@ public enum ClaimQuery {
                 WHERE s.id = c.session_id
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
-                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state,
+                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago,
                    \(SessionRecord.settingsColumns(of: "s"))
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
             """

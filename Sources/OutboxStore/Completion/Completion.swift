@@ -102,6 +102,7 @@ public enum CompletionQuery {
                     error_code = i.error_code,
                     error_message = i.error_message,
                     maybe_sent = j.maybe_sent OR coalesce(i.error_code IN ('timeout', 'worker_lost'), false),
+                    maybe_sent_at = CASE WHEN i.error_code IN ('timeout', 'worker_lost') THEN now() ELSE j.maybe_sent_at END,
                     sent_at = CASE WHEN i.outcome = 'succeeded' THEN now() ELSE j.sent_at END,
                     finished_at = CASE WHEN i.outcome IN ('succeeded', 'failed') THEN now() END,
                     engine_message_id = coalesce(i.engine_message_id, j.engine_message_id),
