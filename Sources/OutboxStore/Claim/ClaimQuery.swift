@@ -23,7 +23,7 @@ import PostgresClient
 ///   thousands of ready chats cannot fill the window. The price: it reads each skipped lane, so
 ///   with pacing on (most sessions waiting at any moment) a claim costs in proportion to the
 ///   waiting sessions' ready chats. Three scans driven by sessions instead were measured and
-///   dropped (BENCHMARKS.md, *Noticed*): each cost the light-load latency or the drain more.
+///   dropped (docs/benchmarks-analysis.md, *Noticed*): each cost the light-load latency or the drain more.
 /// - **No double claim.** Lanes and sessions are row-locked by the claim and updated in the same
 ///   statement, so a job is handed to one worker at a time.
 /// - **Only a job still queued.** The head is found in the statement's snapshot, and a transaction
