@@ -74,6 +74,9 @@ for workers, run in drain.items():
     if best_ceiling:
         ratios.append(f"{100 * run['jobs_per_s'] / best_ceiling[1]['jobs_per_s']:.0f}% of the best SQL ceiling ({best_ceiling[0].split(',')[0]})")
     lines.append(f"| drain, {workers} worker(s) | {run['jobs_per_s']:,} jobs/s (runs: {run.get('runs_jobs_per_s')}) | {'; '.join(ratios)} |")
+for workers, run in results.get("drain_broadcast", {}).items():
+    beside = f"{run['jobs_per_s'] / fastest_peer:.2f}x the faster peer" if fastest_peer else ""
+    lines.append(f"| broadcast (one job a chat), {workers} worker(s) | {run['jobs_per_s']:,} jobs/s (runs: {run.get('runs_jobs_per_s')}) | {beside} |")
 if "drain_http" in results:
     lines.append(f"| drain, 1 worker, simulator over HTTP | {results['drain_http']['jobs_per_s']:,} jobs/s | |")
 for name, run in ceiling.items():

@@ -129,20 +129,24 @@ def drain(workers=1, redis=False, timeout=None, extra=()):
 
 # ---------------------------------------------------------------------------------------------
 
-def scenario_drain():
-    log(f"\n## drain: {N:,} queued sends over {SESSIONS} sessions x {CHATS} chats, in-process simulator, pacing off, no Redis")
+def scenario_drain(broadcast=False):
+    chats = max(N // SESSIONS, 1) if broadcast else CHATS
+    log(f"\n## {'broadcast' if broadcast else 'drain'}: {N:,} queued sends over {SESSIONS} sessions x {chats} chats, "
+        "in-process simulator, pacing off, no Redis")
     out = {}
     for workers in (1, 2, 4):
         runs = []
         for _ in range(1 if QUICK else 3):
             reset()
-            fill(N)
+            fill(N, chats=chats)
             runs.append(drain(workers))
         best = median_drain(runs)
         out[str(workers)] = best
         log(f"  {workers} worker process(es): {best['jobs_per_s']:,} jobs/s median of {best['runs_jobs_per_s']}, "
             f"peak RSS {best['peak_rss_mb']} MB (with the in-process simulator's memory of every message)")
-    results["drain"] = out
+    results["drain_broadcast" if broadcast else "drain"] = out
+    if broadcast:
+        return
     # The worker's own memory: the same drain with the simulator in its own process (HTTP, wuzapi).
     port = subprocess.run(["bash", os.path.join(os.path.dirname(__file__), "..", "lib", "servers.sh"), "free-port"],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -361,7 +365,7 @@ def script_scenario(name, title):
     return scenario
 
 
-SCENARIOS = {"drain": scenario_drain, "latency": scenario_latency, "backlog": scenario_backlog, "bloat": scenario_bloat,
+SCENARIOS = {"drain": scenario_drain, "broadcast": lambda: scenario_drain(broadcast=True), "latency": scenario_latency, "backlog": scenario_backlog, "bloat": scenario_bloat,
              "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers,
              "api": script_scenario("api", "gateway API (wa-outbox api): synchronous sends at 100/s beside the engine call alone; async sends under wrk"),
              "console": script_scenario("console", "operator console: each page with 1,000,000 jobs in the table (BENCH_CONSOLE_JOBS; 20,000 with --quick)")}
