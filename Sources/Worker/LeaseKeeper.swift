@@ -43,6 +43,26 @@ final class LeaseKeeper: Sendable {
         validUntil.withLockedValue { $0 = sent + lease }
     }
 
+    /// Registers, trying again while PostgreSQL cannot be reached, for up to `patience`: a worker
+    /// started during a database restart or failover waits for it instead of exiting at once,
+    /// which a service manager counts as a crash (systemd gives up after five in two minutes).
+    /// Gives up early, with nothing registered, once `stopping` says so.
+    func register(patience: Duration, stopping: @Sendable () -> Bool) async throws {
+        let deadline = ContinuousClock.now + patience
+        var pause = Duration.milliseconds(250)
+        while true {
+            do {
+                return try await register()
+            } catch {
+                guard ContinuousClock.now + pause < deadline, !stopping(), !Task.isCancelled else { throw error }
+                logger.warning("cannot register this worker with PostgreSQL yet; trying again",
+                               metadata: ["error": "\(error)", "retry.in": "\(pause)"])
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(5))
+            }
+        }
+    }
+
     /// Renews the lease every third of it until cancelled. `lost` gets the jobs' fate when the
     /// lease had lapsed (they may be other workers' by now); the worker then registers again.
     func run(inFlight: @escaping @Sendable () -> Int, locks: @escaping @Sendable () -> [MessageLock],

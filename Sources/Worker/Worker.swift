@@ -84,7 +84,7 @@ public final class Worker: Sendable {
     public var reconciledCount: Int { state.withLockedValue { $0.reconciled } }
 
     public func run() async throws {
-        try await lease.register()
+        try await lease.register(patience: configuration.startPatience, stopping: { self.state.withLockedValue { $0.stopping } })
         logger.info("worker started", metadata: ["worker.name": "\(configuration.name)", "concurrency": "\(configuration.concurrency)"])
         // The writer runs outside the task tree: cancelling the worker must never cancel a write.
         let writer = self.writer

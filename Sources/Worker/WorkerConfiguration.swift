@@ -32,6 +32,8 @@ public struct WorkerConfiguration: Sendable {
     /// How often each session's engine is asked whether it is connected (shared by all workers).
     public var healthInterval: Duration = .seconds(10)
     public var retention = Retention()
+    /// How long a starting worker keeps trying to reach PostgreSQL before it exits with the error.
+    public var startPatience: Duration = .seconds(60)
     /// Fault injection for tests: called between the claim and what follows it.
     var afterClaim: (@Sendable () throws -> Void)?
     /// Fault injection for tests: called before `--exit-when-idle` asks whether work is pending.

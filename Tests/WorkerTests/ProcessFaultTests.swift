@@ -1,5 +1,6 @@
 import Foundation
 import OutboxCore
+import PostgresClient
 import Testing
 import TestSupport
 
@@ -39,6 +40,35 @@ struct ProcessFaultTests {
         #expect(worker.stderr.contains(taken) && worker.stderr.contains("--admin-listen"), "\(worker.stderr.suffix(1000))")
         await simulator.stop()
         await fixture.close()
+    }
+
+    /// A worker started while PostgreSQL is down (a restart, a failover) waits for it and then
+    /// works. It used to exit at once (scripts/chaos replaced 25 such workers), and a service
+    /// manager counts that as a crash: systemd gives up on a unit after five in two minutes.
+    @Test func aWorkerStartedWhilePostgreSQLIsDownWaitsForItAndWorks() async throws {
+        let server = try await PrivateServer.start(.postgres)
+        let fixture = try await Fixture.make(url: server.url)
+        try await fixture.addSessions(["patient"])
+        try await fixture.enqueueTexts(count: 3, sessions: ["patient"], chatsPerSession: 1)
+        await fixture.close()
+        try await server.stop()
+        let worker = try OutboxProcess(["worker", "--database-url", server.url, "--admin-listen", "off", "--no-limits",
+                                        "--poll-interval-ms", "200"])
+        try await Task.sleep(for: .seconds(3))
+        #expect(worker.process.isRunning, "the worker exited while PostgreSQL was down: \(worker.stderr.suffix(1000))")
+        try await server.start()
+        let database = PostgresDatabase(configuration: PostgresConfiguration(server.url), maxConnections: 1, logger: TestEnvironment.logger)
+        var sent = 0
+        for _ in 0..<600 where sent < 3 {
+            sent = try await database.query("SELECT count(*)::int8 FROM wa_outbox.jobs WHERE state = 'succeeded'")[0].decode(Int.self, at: 0)
+            if sent < 3 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(sent == 3, "\(worker.stderr.suffix(1000))")
+        #expect(worker.stderr.contains("cannot register this worker with PostgreSQL yet"))
+        await database.close()
+        worker.signal(SIGTERM)
+        #expect(await worker.exitStatus(within: .seconds(30)) == 0)
+        await server.destroy()
     }
 
     /// After a SIGKILL, the rescue lets the dead worker's dispatch locks go: its job is sent again
