@@ -26,6 +26,8 @@ public struct GatewayDependencies: Sendable {
     public var events: EventRoutes?
     /// Wakes workers and event streams after each enqueue has committed.
     public var notifier: WakeupNotifier
+    /// Writes the sends that arrive together in one statement and one commit.
+    public var enqueuer: EnqueueBatcher
 
     public init(database: PostgresDatabase, coordinator: Coordinator?, jobEvents: any JobEvents, syncTimeout: Duration = .seconds(25),
                 defaultLimits: SessionLimits = SessionLimits(), logger: Logger, events: EventRoutes? = nil) {
@@ -37,6 +39,7 @@ public struct GatewayDependencies: Sendable {
         self.logger = logger
         self.events = events
         self.notifier = WakeupNotifier(database: database, channels: [WakeupNotifier.jobs, WakeupNotifier.events], logger: logger)
+        self.enqueuer = EnqueueBatcher(database: database, notifier: notifier)
     }
 }
 

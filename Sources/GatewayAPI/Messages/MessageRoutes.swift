@@ -79,10 +79,10 @@ struct MessageRoutes {
                                    "this Idempotency-Key was used for a different request; use a new key for a new request",
                                    details: ["outboxId": String(outboxID)])
                 }
-                return try await answer(try await Outbox.enqueue(enqueue, in: dependencies.database, notifier: dependencies.notifier), org: enqueue.org, mode: mode)
+                return try await answer(try await dependencies.enqueuer.enqueue(enqueue), org: enqueue.org, mode: mode)
             }
             if let session { try await SyncAdmission.check(session, dependencies: dependencies) }
-            return try await answer(try await Outbox.enqueue(enqueue, in: dependencies.database, notifier: dependencies.notifier), org: enqueue.org, mode: mode)
+            return try await answer(try await dependencies.enqueuer.enqueue(enqueue), org: enqueue.org, mode: mode)
         }
         guard let key = enqueue.idempotencyKey, let coordinator = dependencies.coordinator else { return try await run() }
         do {
