@@ -292,6 +292,11 @@ public actor PostgresConnection: PooledConnection {
         defer { PQclear(result) }
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY, PGRES_SINGLE_TUPLE:
+            // A statement outside a transaction block commits when the server reads the Sync that
+            // follows it, after it has sent its rows and CommandComplete. libpq hands back that
+            // result even when the connection broke before ReadyForQuery: then whether it
+            // committed is unknown, and the caller must not take it as done.
+            guard PQstatus(conn) == CONNECTION_OK else { throw connectionError(conn) }
             return Self.copyRows(result)
         default:
             if PQstatus(conn) != CONNECTION_OK { throw connectionError(conn) }

@@ -196,7 +196,7 @@ public final class Worker: Sendable {
             return (batch, verdict)
         } catch {
             for job in taken {
-                writer.add(Completion(jobID: job.id, attempt: job.attempt, workerID: id,
+                writer.add(Completion(jobID: job.id, claim: job.claim, workerID: id,
                                       outcome: .defer_(after: .zero, code: .engineError, message: "the claim did not complete")), releasing: nil)
             }
             throw error
@@ -289,7 +289,7 @@ public final class Worker: Sendable {
         if accepted {
             // A sent message is never dispatched again: its lock just expires. Locks of jobs that
             // will run again are released once their completion is written.
-            writer.add(Completion(jobID: job.id, attempt: job.attempt, workerID: id, outcome: outcome,
+            writer.add(Completion(jobID: job.id, claim: job.claim, workerID: id, outcome: outcome,
                                   engineMessageID: outcome == .succeeded ? engineMessageID : nil),
                        releasing: outcome == .succeeded ? nil : lock)
         } else if let lock, let coordinator, outcome != .succeeded {
@@ -309,7 +309,7 @@ public final class Worker: Sendable {
             }
         }
         for (job, outcome) in handed {
-            writer.add(Completion(jobID: job.id, attempt: job.attempt, workerID: id, outcome: outcome), releasing: nil)
+            writer.add(Completion(jobID: job.id, claim: job.claim, workerID: id, outcome: outcome), releasing: nil)
         }
         if !handed.isEmpty { logger.warning("handing back jobs", metadata: ["count": "\(handed.count)", "reason": "\(reason)"]) }
     }

@@ -19,18 +19,18 @@ struct BenchSQLCommand: ParsableCommand {
             DECLARE
                 r record;
                 ids int8[] := '{}';
-                attempts int8[] := '{}';
+                claims int8[] := '{}';
                 worker uuid := gen_random_uuid();
                 n int;
             BEGIN
                 FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch * 4, batch, worker LOOP
                     ids := ids || r.id;
-                    attempts := attempts || r.attempts::int8;
+                    claims := claims || r.claims;
                 END LOOP;
                 n := coalesce(array_length(ids, 1), 0);
                 IF n = 0 THEN RETURN 0; END IF;
                 EXECUTE $complete$\(CompletionQuery.sql)$complete$
-                    USING ids, attempts, array_fill(worker::text, ARRAY[n]), array_fill('succeeded'::text, ARRAY[n]),
+                    USING ids, claims, array_fill(worker::text, ARRAY[n]), array_fill('succeeded'::text, ARRAY[n]),
                           array_fill(NULL::text, ARRAY[n]), array_fill(NULL::text, ARRAY[n]), array_fill(0::int8, ARRAY[n]),
                           array_fill(NULL::text, ARRAY[n]), array_fill(NULL::text, ARRAY[n]);
                 RETURN n;

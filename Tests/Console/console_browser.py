@@ -14,7 +14,7 @@ import time
 import urllib.parse
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -22,6 +22,12 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 PAGES = ["/console", "/console/sessions", "/console/jobs", "/console/failures", "/console/stream", "/console/jobs/1",
          "/console/overview/fragment", "/console/stream/events?cursor=0.0"]
 ACTIONS = ["/console/actions/plan", "/console/actions/run", "/console/sessions/s1/pause", "/console/jobs/1/body", "/console/logout"]
+
+
+def wait(driver, seconds):
+    """A wait that looks again when the live page replaced the element it was reading (the
+    sessions and stream pages refresh themselves: a stale element failed the test once)."""
+    return WebDriverWait(driver, seconds, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
 
 
 def check(condition, what):
@@ -68,7 +74,7 @@ def login(driver, base, token, name):
     driver.find_element(By.ID, "operator").send_keys(name)
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form.login button").click()
-    WebDriverWait(driver, 20).until(lambda d: urllib.parse.urlparse(d.current_url).path == "/console")
+    wait(driver, 20).until(lambda d: urllib.parse.urlparse(d.current_url).path == "/console")
 
 
 def main():
@@ -130,7 +136,7 @@ def main():
         check("queued" in statuses and "failed" in statuses, f"the failed job's page shows its events ({statuses})")
         check(len(driver.find_elements(By.ID, "payload")) == 0, "the body is not shown before the click")
         driver.find_element(By.ID, "show-body").click()
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "payload"))
+        wait(driver, 20).until(lambda d: d.find_elements(By.ID, "payload"))
         check("console test" in driver.find_element(By.ID, "payload").text, "the body is shown after the click")
         audit = driver.find_element(By.ID, "audit-table").text
         check("view_body" in audit and "ci-operator" in audit, "the job's audit trail shows the audited click")
@@ -141,13 +147,13 @@ def main():
         # Pause s2 with a reason, then resume it: both shown and audited.
         driver.find_element(By.ID, "reason-s2").send_keys("maintenance window")
         driver.find_element(By.CSS_SELECTOR, "form[action='/console/sessions/s2/pause'] button").click()
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.notice"))
+        wait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.notice"))
         row = driver.find_element(By.XPATH, "//table[@id='sessions-table']//tr[td[1]='s2']").text
         check("paused" in row and "maintenance window (ci-operator)" in row, f"a paused session shows its state and why ({row!r})")
         shot(driver, args.screenshots, "sessions")
         driver.find_element(By.ID, "reason-s2").send_keys("window over")
         driver.find_element(By.CSS_SELECTOR, "form[action='/console/sessions/s2/resume'] button").click()
-        WebDriverWait(driver, 20).until(lambda d: "active" in d.find_element(By.XPATH, "//table[@id='sessions-table']//tr[td[1]='s2']").text)
+        wait(driver, 20).until(lambda d: "active" in d.find_element(By.XPATH, "//table[@id='sessions-table']//tr[td[1]='s2']").text)
         driver.get(base + "/console/jobs")
         shot(driver, args.screenshots, "jobs")
 
@@ -183,17 +189,17 @@ def main():
         Select(driver.find_element(By.CSS_SELECTOR, "#selection select[name=action]")).select_by_value("replay")
         reason.send_keys("token renewed (ci)")
         driver.find_element(By.CSS_SELECTOR, "#selection button[type=submit]").click()
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "plan-count"))
+        wait(driver, 20).until(lambda d: d.find_elements(By.ID, "plan-count"))
         check(driver.find_element(By.ID, "plan-count").text == args.failed_count, "the dry run counts the session's failed jobs")
         shot(driver, args.screenshots, "replay-dry-run")
         driver.find_element(By.ID, "confirm").click()
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "done-count"))
+        wait(driver, 20).until(lambda d: d.find_elements(By.ID, "done-count"))
         check(driver.find_element(By.ID, "done-count").text == args.failed_count, "the replay put them back in the queue")
 
         # The stream shows their 'sent' events as they happen.
         driver.switch_to.window(stream_tab)
         try:
-            WebDriverWait(driver, 60).until(lambda d: len([r for r in d.find_elements(By.CSS_SELECTOR, "#stream tbody tr") if args.session in r.text]) >= int(args.failed_count))
+            wait(driver, 60).until(lambda d: len([r for r in d.find_elements(By.CSS_SELECTOR, "#stream tbody tr") if args.session in r.text]) >= int(args.failed_count))
         except TimeoutException:
             check(False, "the live stream shows the replayed jobs' sent events: " + driver.find_element(By.ID, "stream").text)
         check(all("sent" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "#stream tbody tr")), "the stream's status filter holds")
@@ -204,7 +210,7 @@ def main():
         # Log out: the cookie's login ends.
         driver.get(base + "/console")
         driver.find_element(By.CSS_SELECTOR, ".who form button").click()
-        WebDriverWait(driver, 20).until(lambda d: urllib.parse.urlparse(d.current_url).path == "/console/login")
+        wait(driver, 20).until(lambda d: urllib.parse.urlparse(d.current_url).path == "/console/login")
         status, _, _ = raw(base, "GET", "/console", cookie=session_cookie)
         check(status == 303, "after logging out the old cookie opens nothing")
 

@@ -162,7 +162,7 @@ struct EventStreamTests {
         func completeNext() async throws -> Int64 {
             try await fixture.database.withConnection { connection in
                 let job = try #require(try await ClaimQuery.claim(workerID: worker, limit: 1, on: connection).jobs.first)
-                _ = try await CompletionQuery.complete([Completion(jobID: job.id, attempt: job.attempt, workerID: worker, outcome: .succeeded)], on: connection)
+                _ = try await CompletionQuery.complete([Completion(jobID: job.id, claim: job.claim, workerID: worker, outcome: .succeeded)], on: connection)
                 return job.id
             }
         }
@@ -207,7 +207,7 @@ struct EventStreamTests {
         let worker = UUID()
         try await fixture.database.withConnection { connection in
             let claimed = try #require(try await ClaimQuery.claim(workerID: worker, limit: 1, on: connection).jobs.first)
-            _ = try await CompletionQuery.complete([Completion(jobID: claimed.id, attempt: claimed.attempt, workerID: worker, outcome: .succeeded)], on: connection)
+            _ = try await CompletionQuery.complete([Completion(jobID: claimed.id, claim: claimed.claim, workerID: worker, outcome: .succeeded)], on: connection)
         }
         let event = await waiting.value
         #expect(event?.status == "sent")

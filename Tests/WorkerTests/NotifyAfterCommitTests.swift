@@ -98,7 +98,7 @@ struct NotifyAfterCommitTests {
         defer { heard.stop() }
 
         let done = try await fixture.database.withConnection {
-            try await CompletionQuery.complete(claimed.map { Completion(jobID: $0.id, attempt: $0.attempt, workerID: worker, outcome: .succeeded) },
+            try await CompletionQuery.complete(claimed.map { Completion(jobID: $0.id, claim: $0.claim, workerID: worker, outcome: .succeeded) },
                                                on: $0, notifyingAfterCommit: true)
         }
         #expect(done == Set(claimed.map(\.id)))

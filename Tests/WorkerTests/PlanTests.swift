@@ -31,7 +31,7 @@ struct PlanTests {
         let worker = UUID()
         let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: worker, limit: 20, on: $0) }.jobs
         #expect(claimed.count == 20)
-        let completions = claimed.map { Completion(jobID: $0.id, attempt: $0.attempt, workerID: worker, outcome: .succeeded) }
+        let completions = claimed.map { Completion(jobID: $0.id, claim: $0.claim, workerID: worker, outcome: .succeeded) }
         let statement = CompletionQuery.query(completions)
         let plan = try await fixture.database.query(PostgresQuery("EXPLAIN " + statement.sql, binds: statement.binds))
             .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")

@@ -58,7 +58,7 @@ struct WorkerTests {
         }
         func complete(_ job: ClaimedJob, _ outcome: Outcome) async throws {
             let done = try await fixture.database.withConnection {
-                try await CompletionQuery.complete([Completion(jobID: job.id, attempt: job.attempt, workerID: worker, outcome: outcome)], on: $0)
+                try await CompletionQuery.complete([Completion(jobID: job.id, claim: job.claim, workerID: worker, outcome: outcome)], on: $0)
             }
             #expect(done == [job.id])
         }

@@ -60,8 +60,10 @@ public struct ClaimedJob: Sendable {
     public var waMessageID: String
     /// The payload as stored; decoded at dispatch, so a bad row fails alone.
     public var payload: String
-    /// This attempt's number, starting at 1: the fencing token with the worker id.
+    /// This attempt's number, starting at 1 (a deferral gives it back).
     public var attempt: Int
+    /// This claim's number, which only grows: with the worker id, the fencing token of its completion.
+    public var claim: Int64
     public var maxAttempts: Int
     public var deadline: Date
     /// An earlier attempt may have reached WhatsApp (it timed out, or its worker died or shut
@@ -76,7 +78,7 @@ public struct ClaimedJob: Sendable {
 
     public init(id: Int64, org: String, sessionID: String, chat: String, kind: JobKind, waMessageID: String,
                 payload: String, attempt: Int, maxAttempts: Int, deadline: Date, maybeSent: Bool = false,
-                createdAt: Date = Date(), trace: JobTraceContext? = nil, maybeSentAgo: Duration? = nil) {
+                createdAt: Date = Date(), trace: JobTraceContext? = nil, maybeSentAgo: Duration? = nil, claim: Int64 = 1) {
         self.id = id
         self.org = org
         self.sessionID = sessionID
@@ -89,6 +91,7 @@ public struct ClaimedJob: Sendable {
         self.deadline = deadline
         self.maybeSent = maybeSent
         self.maybeSentAgo = maybeSentAgo
+        self.claim = claim
         self.createdAt = createdAt
         self.trace = trace
     }

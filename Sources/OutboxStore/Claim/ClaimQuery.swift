@@ -65,11 +65,12 @@ public enum ClaimQuery {
                 maybeSent: try row.decode(at: 10),
                 createdAt: try row.decode(at: 11),
                 trace: JobTraceContext(traceParent: try row.decode(String?.self, at: 12), traceState: try row.decode(String?.self, at: 13)),
-                maybeSentAgo: try row.decode(Int64?.self, at: 14).map { .milliseconds($0) }
+                maybeSentAgo: try row.decode(Int64?.self, at: 14).map { .milliseconds($0) },
+                claim: try row.decode(Int64.self, at: 15)
             )
             batch.jobs.append(job)
             if batch.sessions[job.sessionID] == nil {
-                batch.sessions[job.sessionID] = try SessionRecord(id: job.sessionID, org: job.org, settingsFrom: row, at: 15)
+                batch.sessions[job.sessionID] = try SessionRecord(id: job.sessionID, org: job.org, settingsFrom: row, at: 16)
             }
         }
         return batch
@@ -133,12 +134,12 @@ public enum ClaimQuery {
             ),
             claimed AS (
                 UPDATE wa_outbox.jobs j
-                SET state = 'running', attempts = j.attempts + 1, worker_id = $3
+                SET state = 'running', attempts = j.attempts + 1, claims = j.claims + 1, worker_id = $3
                 FROM due d
                 WHERE j.id = d.job_id AND j.state IS NOT DISTINCT FROM 'queued'
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text AS payload,
                           j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at, j.trace_parent, j.trace_state,
-                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago
+                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago, j.claims::int8 AS claims
             ),
             lanes_busy AS (
                 UPDATE wa_outbox.lanes l SET busy = true, running_job = c.id, ready_at = NULL
@@ -150,7 +151,7 @@ public enum ClaimQuery {
                 WHERE s.id = c.session_id
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
-                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago,
+                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago, c.claims,
                    \(SessionRecord.settingsColumns(of: "s"))
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
             """

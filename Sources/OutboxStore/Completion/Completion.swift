@@ -5,16 +5,17 @@ import PostgresClient
 /// The result of one attempt, to be written back.
 public struct Completion: Sendable {
     public var jobID: Int64
-    /// Fencing: the completion counts only if this worker still holds this attempt.
-    public var attempt: Int
+    /// Fencing: the completion counts only for this claim of the job (`ClaimedJob.claim`), while
+    /// this worker holds it.
+    public var claim: Int64
     public var workerID: UUID
     public var outcome: Outcome
     /// For a success: what the engine calls the message (WAHA picks its own id).
     public var engineMessageID: String?
 
-    public init(jobID: Int64, attempt: Int, workerID: UUID, outcome: Outcome, engineMessageID: String? = nil) {
+    public init(jobID: Int64, claim: Int64, workerID: UUID, outcome: Outcome, engineMessageID: String? = nil) {
         self.jobID = jobID
-        self.attempt = attempt
+        self.claim = claim
         self.workerID = workerID
         self.outcome = outcome
         self.engineMessageID = engineMessageID
@@ -28,7 +29,7 @@ public struct Completion: Sendable {
 /// stay queued until an operator sets it active again, and a session event says so.
 ///
 /// Fencing: a row is written only while the job is still `running` under the same worker and
-/// attempt. A worker that stalled past its lease, whose job was handed to another worker, finds
+/// claim (`jobs.claims`, migration 0019). A worker that stalled past its lease, whose job was handed to another worker, finds
 /// its late completion ignored; `complete` returns the ids that counted.
 ///
 /// Each completion locks its job by one primary-key probe (a lateral `FOR UPDATE` behind `OFFSET
@@ -51,14 +52,14 @@ public enum CompletionQuery {
 
     /// The statement with its parameters bound, one array element per completion.
     public static func query(_ completions: [Completion], notifyingAfterCommit: Bool = false) -> PostgresQuery {
-        var ids: [Int64] = [], attempts: [Int64] = [], workers: [String] = [], outcomes: [String] = []
+        var ids: [Int64] = [], claims: [Int64] = [], workers: [String] = [], outcomes: [String] = []
         var codes: [String?] = [], messages: [String?] = [], delays: [Int64] = []
         var engineIDs: [String?] = [], keyIDs: [String?] = []
         for completion in completions {
             engineIDs.append(completion.engineMessageID)
             keyIDs.append(completion.engineMessageID.map(MessageKey.keyID(of:)))
             ids.append(completion.jobID)
-            attempts.append(Int64(completion.attempt))
+            claims.append(completion.claim)
             workers.append(completion.workerID.uuidString.lowercased())
             switch completion.outcome {
             case .succeeded:
@@ -72,12 +73,12 @@ public enum CompletionQuery {
             }
         }
         return PostgresQuery(notifyingAfterCommit ? silentSQL : sql, binds: [
-            ids.postgresBind, attempts.postgresBind, workers.postgresBind, outcomes.postgresBind, codes.postgresBind,
+            ids.postgresBind, claims.postgresBind, workers.postgresBind, outcomes.postgresBind, codes.postgresBind,
             messages.postgresBind, delays.postgresBind, engineIDs.postgresBind, keyIDs.postgresBind,
         ])
     }
 
-    /// The statement. $1 … $9, one element per completion: job ids, attempts, worker ids, outcomes
+    /// The statement. $1 … $9, one element per completion: job ids, claims, worker ids, outcomes
     /// (succeeded, failed, retry, defer), error codes, error messages, delays in ms, engine
     /// message ids, engine key ids.
     public static let sql = statement(input: "")
@@ -90,7 +91,7 @@ public enum CompletionQuery {
             WITH input AS (
                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[],
                                      $5::text[], $6::text[], $7::int8[], $8::text[], $9::text[])
-                    AS i(id, attempt, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id)\(filter)
+                    AS i(id, claim, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id)\(filter)
             ),
             updated AS (
                 UPDATE wa_outbox.jobs j SET
@@ -109,12 +110,12 @@ public enum CompletionQuery {
                     engine_key_id = coalesce(i.engine_key_id, j.engine_key_id)
                 FROM (SELECT i.* FROM input i
                       CROSS JOIN LATERAL (
-                          SELECT held.state, held.worker_id, held.attempts FROM wa_outbox.jobs held
+                          SELECT held.state, held.worker_id, held.claims FROM wa_outbox.jobs held
                           WHERE held.id = i.id
                           OFFSET 0
                           FOR UPDATE
                       ) held
-                      WHERE held.state = 'running' AND held.worker_id = i.worker_id::uuid AND held.attempts = i.attempt) i
+                      WHERE held.state = 'running' AND held.worker_id = i.worker_id::uuid AND held.claims = i.claim) i
                 WHERE j.id = i.id
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.state, j.available_at,
                           j.attempts, i.outcome, i.error_code, i.error_message
@@ -187,10 +188,10 @@ public enum RescueQuery {
 
     public static func rescue(limit: Int = 1_000, on connection: PostgresConnection) async throws -> [Rescued] {
         let rows = try await connection.query("""
-            SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.session_id, j.wa_message_id, j.kind
+            SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.session_id, j.wa_message_id, j.kind, j.claims::int8
             FROM wa_outbox.lanes l
             CROSS JOIN LATERAL (
-                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state, j.session_id, j.wa_message_id, j.kind FROM wa_outbox.jobs j
+                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state, j.session_id, j.wa_message_id, j.kind, j.claims FROM wa_outbox.jobs j
                 WHERE j.id = l.running_job
                 OFFSET 0
             ) j
@@ -210,7 +211,7 @@ public enum RescueQuery {
             let outcome: Outcome = attempt >= maxAttempts
                 ? .failed(code: .workerLost, message: message)
                 : .retry(after: .zero, code: .workerLost, message: message)
-            completions.append(Completion(jobID: try row.decode(at: 0), attempt: attempt, workerID: try row.decode(at: 2), outcome: outcome))
+            completions.append(Completion(jobID: try row.decode(at: 0), claim: try row.decode(at: 7), workerID: try row.decode(at: 2), outcome: outcome))
         }
         let rescued = try await CompletionQuery.complete(completions, on: connection)
         try await connection.query("DELETE FROM wa_outbox.workers WHERE lease_expires_at < now() - interval '5 minutes'")

@@ -1,0 +1,11 @@
+-- A fencing token that no two claims of a job share.
+--
+-- Completions were fenced by (worker_id, attempts). A deferral gives its attempt back
+-- (attempts - 1), so the same worker could claim the same job again under the same pair, and a
+-- completion written late for the earlier claim then counted for the later one: a worker whose
+-- claim's commit it could not confirm handed the jobs back, and when that hand-back reached the
+-- database after the same worker had claimed them again, it requeued jobs that were already at
+-- WhatsApp; they were sent a second time (scripts/chaos, PostgreSQL restarts: WAHA copies with one
+-- attempt). `claims` only grows: each claim adds one, and a completion counts only for the claim
+-- whose number it carries.
+ALTER TABLE wa_outbox.jobs ADD COLUMN claims integer NOT NULL DEFAULT 0;
