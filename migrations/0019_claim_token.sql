@@ -1,11 +1,12 @@
--- A fencing token that no two claims of a job share.
+-- A fencing token that no two claims of a job share, not even a claim that was rolled back.
 --
--- Completions were fenced by (worker_id, attempts). A deferral gives its attempt back
--- (attempts - 1), so the same worker could claim the same job again under the same pair, and a
--- completion written late for the earlier claim then counted for the later one: a worker whose
--- claim's commit it could not confirm handed the jobs back, and when that hand-back reached the
--- database after the same worker had claimed them again, it requeued jobs that were already at
--- WhatsApp; they were sent a second time (scripts/chaos, PostgreSQL restarts: WAHA copies with one
--- attempt). `claims` only grows: each claim adds one, and a completion counts only for the claim
--- whose number it carries.
-ALTER TABLE wa_outbox.jobs ADD COLUMN claims integer NOT NULL DEFAULT 0;
+-- Completions were fenced by (worker_id, attempts). A deferral gives its attempt back, and a claim
+-- that is rolled back never happened, so the same worker could claim the same job again under the
+-- same pair: a worker whose claim's commit failed hands the jobs back, and when that hand-back
+-- reached the database after the same worker's next claim of them, it requeued jobs that were
+-- already at WhatsApp, and they were sent a second time (scripts/chaos with PostgreSQL restarts:
+-- WAHA copies of jobs with one attempt). A counter in the row would not do: a rolled-back claim's
+-- increment is rolled back too, and the next claim takes the same number. Each claim statement
+-- gets a random token from its worker instead, written into the rows it claims, and a completion
+-- counts only while the job carries its claim's token.
+ALTER TABLE wa_outbox.jobs ADD COLUMN claim_token uuid;

@@ -19,13 +19,13 @@ struct BenchSQLCommand: ParsableCommand {
             DECLARE
                 r record;
                 ids int8[] := '{}';
-                claims int8[] := '{}';
+                claims text[] := '{}';
                 worker uuid := gen_random_uuid();
                 n int;
             BEGIN
-                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch * 4, batch, worker LOOP
+                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch * 4, batch, worker, gen_random_uuid() LOOP
                     ids := ids || r.id;
-                    claims := claims || r.claims;
+                    claims := claims || r.claim_token::text;
                 END LOOP;
                 n := coalesce(array_length(ids, 1), 0);
                 IF n = 0 THEN RETURN 0; END IF;

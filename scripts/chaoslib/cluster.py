@@ -49,7 +49,7 @@ class Cluster:
         self.redis_proxy = Proxy("redis", port_of(redis_url)).start()
         pg_via = pg_url.rsplit(":", 1)[0] + f":{self.pg_proxy.port}/postgres"
         self.env = dict(os.environ, DATABASE_URL=pg_via, REDIS_URL=f"redis://127.0.0.1:{self.redis_proxy.port}/0",
-                        WA_OUTBOX_LOG_LEVEL="warning")
+                        WA_OUTBOX_LOG_LEVEL=os.environ.get("CHAOS_LOG_LEVEL", "warning"))
         self.worker_count, self.api_count = workers, apis
         self.simulators = {}
         self.engine_proxies = {}

@@ -62,8 +62,9 @@ public struct ClaimedJob: Sendable {
     public var payload: String
     /// This attempt's number, starting at 1 (a deferral gives it back).
     public var attempt: Int
-    /// This claim's number, which only grows: with the worker id, the fencing token of its completion.
-    public var claim: Int64
+    /// The token of the claim that took it, which no other claim shares: with the worker id, the
+    /// fencing token of its completion.
+    public var claim: UUID
     public var maxAttempts: Int
     public var deadline: Date
     /// An earlier attempt may have reached WhatsApp (it timed out, or its worker died or shut
@@ -78,7 +79,7 @@ public struct ClaimedJob: Sendable {
 
     public init(id: Int64, org: String, sessionID: String, chat: String, kind: JobKind, waMessageID: String,
                 payload: String, attempt: Int, maxAttempts: Int, deadline: Date, maybeSent: Bool = false,
-                createdAt: Date = Date(), trace: JobTraceContext? = nil, maybeSentAgo: Duration? = nil, claim: Int64 = 1) {
+                createdAt: Date = Date(), trace: JobTraceContext? = nil, maybeSentAgo: Duration? = nil, claim: UUID = UUID()) {
         self.id = id
         self.org = org
         self.sessionID = sessionID

@@ -54,7 +54,10 @@ public enum ClaimQuery {
     }
 
     public static func claim(workerID: UUID, limit: Int, on connection: PostgresConnection) async throws -> Batch {
-        let rows = try await connection.query(PostgresQuery(sql, binds: [(limit * 4).postgresBind, limit.postgresBind, workerID.postgresBind]))
+        // A token of this claim's own: a completion written for an earlier claim of the same job,
+        // even one that was rolled back, never counts for this one.
+        let rows = try await connection.query(PostgresQuery(sql, binds: [(limit * 4).postgresBind, limit.postgresBind, workerID.postgresBind,
+                                                                         UUID().postgresBind]))
         var batch = Batch()
         for row in rows {
             let job = ClaimedJob(
@@ -66,7 +69,7 @@ public enum ClaimQuery {
                 createdAt: try row.decode(at: 11),
                 trace: JobTraceContext(traceParent: try row.decode(String?.self, at: 12), traceState: try row.decode(String?.self, at: 13)),
                 maybeSentAgo: try row.decode(Int64?.self, at: 14).map { .milliseconds($0) },
-                claim: try row.decode(Int64.self, at: 15)
+                claim: try row.decode(UUID.self, at: 15)
             )
             batch.jobs.append(job)
             if batch.sessions[job.sessionID] == nil {
@@ -76,7 +79,8 @@ public enum ClaimQuery {
         return batch
     }
 
-    /// The statement. $1: candidate lanes to scan (4 × the limit), $2: the limit, $3: the worker id.
+    /// The statement. $1: candidate lanes to scan (4 × the limit), $2: the limit, $3: the worker id,
+    /// $4: this claim's token.
     /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`).
     public static let sql = """
             WITH candidate_sessions AS (
@@ -134,12 +138,12 @@ public enum ClaimQuery {
             ),
             claimed AS (
                 UPDATE wa_outbox.jobs j
-                SET state = 'running', attempts = j.attempts + 1, claims = j.claims + 1, worker_id = $3
+                SET state = 'running', attempts = j.attempts + 1, claim_token = $4, worker_id = $3
                 FROM due d
                 WHERE j.id = d.job_id AND j.state IS NOT DISTINCT FROM 'queued'
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text AS payload,
                           j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at, j.trace_parent, j.trace_state,
-                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago, j.claims::int8 AS claims
+                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago, j.claim_token
             ),
             lanes_busy AS (
                 UPDATE wa_outbox.lanes l SET busy = true, running_job = c.id, ready_at = NULL
@@ -151,7 +155,7 @@ public enum ClaimQuery {
                 WHERE s.id = c.session_id
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
-                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago, c.claims,
+                   c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago, c.claim_token,
                    \(SessionRecord.settingsColumns(of: "s"))
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
             """

@@ -7,13 +7,13 @@ public struct Completion: Sendable {
     public var jobID: Int64
     /// Fencing: the completion counts only for this claim of the job (`ClaimedJob.claim`), while
     /// this worker holds it.
-    public var claim: Int64
+    public var claim: UUID
     public var workerID: UUID
     public var outcome: Outcome
     /// For a success: what the engine calls the message (WAHA picks its own id).
     public var engineMessageID: String?
 
-    public init(jobID: Int64, claim: Int64, workerID: UUID, outcome: Outcome, engineMessageID: String? = nil) {
+    public init(jobID: Int64, claim: UUID, workerID: UUID, outcome: Outcome, engineMessageID: String? = nil) {
         self.jobID = jobID
         self.claim = claim
         self.workerID = workerID
@@ -29,7 +29,7 @@ public struct Completion: Sendable {
 /// stay queued until an operator sets it active again, and a session event says so.
 ///
 /// Fencing: a row is written only while the job is still `running` under the same worker and
-/// claim (`jobs.claims`, migration 0019). A worker that stalled past its lease, whose job was handed to another worker, finds
+/// claim (`jobs.claim_token`, migration 0019). A worker that stalled past its lease, whose job was handed to another worker, finds
 /// its late completion ignored; `complete` returns the ids that counted.
 ///
 /// Each completion locks its job by one primary-key probe (a lateral `FOR UPDATE` behind `OFFSET
@@ -52,14 +52,14 @@ public enum CompletionQuery {
 
     /// The statement with its parameters bound, one array element per completion.
     public static func query(_ completions: [Completion], notifyingAfterCommit: Bool = false) -> PostgresQuery {
-        var ids: [Int64] = [], claims: [Int64] = [], workers: [String] = [], outcomes: [String] = []
+        var ids: [Int64] = [], claims: [String] = [], workers: [String] = [], outcomes: [String] = []
         var codes: [String?] = [], messages: [String?] = [], delays: [Int64] = []
         var engineIDs: [String?] = [], keyIDs: [String?] = []
         for completion in completions {
             engineIDs.append(completion.engineMessageID)
             keyIDs.append(completion.engineMessageID.map(MessageKey.keyID(of:)))
             ids.append(completion.jobID)
-            claims.append(completion.claim)
+            claims.append(completion.claim.uuidString.lowercased())
             workers.append(completion.workerID.uuidString.lowercased())
             switch completion.outcome {
             case .succeeded:
@@ -89,7 +89,7 @@ public enum CompletionQuery {
 
     static func statement(input filter: String) -> String { """
             WITH input AS (
-                SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[],
+                SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[],
                                      $5::text[], $6::text[], $7::int8[], $8::text[], $9::text[])
                     AS i(id, claim, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id)\(filter)
             ),
@@ -110,12 +110,12 @@ public enum CompletionQuery {
                     engine_key_id = coalesce(i.engine_key_id, j.engine_key_id)
                 FROM (SELECT i.* FROM input i
                       CROSS JOIN LATERAL (
-                          SELECT held.state, held.worker_id, held.claims FROM wa_outbox.jobs held
+                          SELECT held.state, held.worker_id, held.claim_token FROM wa_outbox.jobs held
                           WHERE held.id = i.id
                           OFFSET 0
                           FOR UPDATE
                       ) held
-                      WHERE held.state = 'running' AND held.worker_id = i.worker_id::uuid AND held.claims = i.claim) i
+                      WHERE held.state = 'running' AND held.worker_id = i.worker_id::uuid AND held.claim_token = i.claim::uuid) i
                 WHERE j.id = i.id
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.state, j.available_at,
                           j.attempts, i.outcome, i.error_code, i.error_message
@@ -188,10 +188,10 @@ public enum RescueQuery {
 
     public static func rescue(limit: Int = 1_000, on connection: PostgresConnection) async throws -> [Rescued] {
         let rows = try await connection.query("""
-            SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.session_id, j.wa_message_id, j.kind, j.claims::int8
+            SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.session_id, j.wa_message_id, j.kind, j.claim_token
             FROM wa_outbox.lanes l
             CROSS JOIN LATERAL (
-                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state, j.session_id, j.wa_message_id, j.kind, j.claims FROM wa_outbox.jobs j
+                SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state, j.session_id, j.wa_message_id, j.kind, j.claim_token FROM wa_outbox.jobs j
                 WHERE j.id = l.running_job
                 OFFSET 0
             ) j
