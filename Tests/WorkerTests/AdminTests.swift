@@ -111,17 +111,25 @@ struct AdminTests {
 
     @Test func errorsAnswerWithOneEnvelopeAndStableCodes() async throws {
         let fixture = try await Fixture.make()
-        let port = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
-                                            [TestEnvironment.repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"])
-            .output.trimmingCharacters(in: .whitespacesAndNewlines)
-        let admin = "http://127.0.0.1:\(port)"
         let token = "s3cret-operator-token"
-        let worker = try OutboxProcess(["worker", "--database-url", fixture.url, "--admin-listen", "127.0.0.1:\(port)", "--poll-interval-ms", "100"],
-                                       environment: ["WA_OUTBOX_ADMIN_TOKEN": token, "WA_OUTBOX_WUZAPI_WEBHOOK_SECRET": "hook-secret"])
-        for _ in 0..<400 {
-            if (try? await get(admin + "/healthz"))?.0 == 200 { break }
-            try await Task.sleep(for: .milliseconds(50))
+        // A free port can be taken by another test's server before the worker binds it (CI once
+        // got that server's 404s): the worker then exits, and the test tries another port.
+        var admin = ""
+        var started: OutboxProcess?
+        for _ in 0..<5 where started == nil {
+            let port = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
+                                                [TestEnvironment.repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            admin = "http://127.0.0.1:\(port)"
+            let candidate = try OutboxProcess(["worker", "--database-url", fixture.url, "--admin-listen", "127.0.0.1:\(port)", "--poll-interval-ms", "100"],
+                                              environment: ["WA_OUTBOX_ADMIN_TOKEN": token, "WA_OUTBOX_WUZAPI_WEBHOOK_SECRET": "hook-secret"])
+            for _ in 0..<400 where candidate.process.isRunning {
+                if (try? await get(admin + "/healthz"))?.0 == 200 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            if candidate.process.isRunning { started = candidate }
         }
+        let worker = try #require(started, "no worker could bind a free admin port")
 
         let unauthorized = try await get(admin + "/admin/stats")
         #expect(unauthorized.0 == 401)

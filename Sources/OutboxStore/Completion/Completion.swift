@@ -6,14 +6,14 @@ import PostgresClient
 public struct Completion: Sendable {
     public var jobID: Int64
     /// Fencing: the completion counts only for this claim of the job (`ClaimedJob.claim`), while
-    /// this worker holds it.
-    public var claim: UUID
+    /// this worker holds it; nil only for a job claimed before migration 0019 (the rescue's).
+    public var claim: UUID?
     public var workerID: UUID
     public var outcome: Outcome
     /// For a success: what the engine calls the message (WAHA picks its own id).
     public var engineMessageID: String?
 
-    public init(jobID: Int64, claim: UUID, workerID: UUID, outcome: Outcome, engineMessageID: String? = nil) {
+    public init(jobID: Int64, claim: UUID?, workerID: UUID, outcome: Outcome, engineMessageID: String? = nil) {
         self.jobID = jobID
         self.claim = claim
         self.workerID = workerID
@@ -52,14 +52,14 @@ public enum CompletionQuery {
 
     /// The statement with its parameters bound, one array element per completion.
     public static func query(_ completions: [Completion], notifyingAfterCommit: Bool = false) -> PostgresQuery {
-        var ids: [Int64] = [], claims: [String] = [], workers: [String] = [], outcomes: [String] = []
+        var ids: [Int64] = [], claims: [String?] = [], workers: [String] = [], outcomes: [String] = []
         var codes: [String?] = [], messages: [String?] = [], delays: [Int64] = []
         var engineIDs: [String?] = [], keyIDs: [String?] = []
         for completion in completions {
             engineIDs.append(completion.engineMessageID)
             keyIDs.append(completion.engineMessageID.map(MessageKey.keyID(of:)))
             ids.append(completion.jobID)
-            claims.append(completion.claim.uuidString.lowercased())
+            claims.append(completion.claim?.uuidString.lowercased())
             workers.append(completion.workerID.uuidString.lowercased())
             switch completion.outcome {
             case .succeeded:
@@ -115,7 +115,8 @@ public enum CompletionQuery {
                           OFFSET 0
                           FOR UPDATE
                       ) held
-                      WHERE held.state = 'running' AND held.worker_id = i.worker_id::uuid AND held.claim_token = i.claim::uuid) i
+                      WHERE held.state = 'running' AND held.worker_id = i.worker_id::uuid
+                        AND held.claim_token IS NOT DISTINCT FROM i.claim::uuid) i
                 WHERE j.id = i.id
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.state, j.available_at,
                           j.attempts, i.outcome, i.error_code, i.error_message
@@ -211,7 +212,7 @@ public enum RescueQuery {
             let outcome: Outcome = attempt >= maxAttempts
                 ? .failed(code: .workerLost, message: message)
                 : .retry(after: .zero, code: .workerLost, message: message)
-            completions.append(Completion(jobID: try row.decode(at: 0), claim: try row.decode(at: 7), workerID: try row.decode(at: 2), outcome: outcome))
+            completions.append(Completion(jobID: try row.decode(at: 0), claim: try row.decode(UUID?.self, at: 7), workerID: try row.decode(at: 2), outcome: outcome))
         }
         let rescued = try await CompletionQuery.complete(completions, on: connection)
         try await connection.query("DELETE FROM wa_outbox.workers WHERE lease_expires_at < now() - interval '5 minutes'")
