@@ -22,6 +22,9 @@ public struct WahaEngine: SessionEngine {
 
     public var host: String? { http.host }
 
+    /// WAHA's send bodies take no message id and its answers carry one it picked (fixtures
+    /// `waha-requests.json`, `waha-responses.json` and `engines/waha-current.json`, which cite
+    /// devlikeapro/waha's `src/core/utils/ids.ts` and the GOWS session at their commits).
     public var choosesMessageIDs: Bool { true }
 
     public func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
