@@ -200,7 +200,7 @@ let package = Package(
         // Tests. Every suite below talks to real servers started by scripts/test.
         .target(
             name: "TestSupport",
-            dependencies: ["PostgresClient", "RedisClient", "Simulator", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["PostgresClient", "RedisClient", "Simulator", "LineOutput", .product(name: "Logging", package: "swift-log"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio")],
             path: "Tests/TestSupport",

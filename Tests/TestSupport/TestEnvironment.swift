@@ -1,4 +1,5 @@
 import Foundation
+import LineOutput
 import Logging
 import PostgresClient
 import RedisClient
@@ -23,9 +24,17 @@ public enum TestEnvironment {
     public static func databaseURL() throws -> String { try variable("DATABASE_URL") }
     public static func redisURL() throws -> String { try variable("REDIS_URL") }
 
+    /// Silent, unless `WA_TEST_LOG_LEVEL` names a level: then the workers and APIs the tests run
+    /// in-process log at it to standard error (for reading a failure that happens only under load).
     public static let logger: Logger = {
-        var logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-        logger.logLevel = .critical
+        guard let name = ProcessInfo.processInfo.environment["WA_TEST_LOG_LEVEL"], let level = Logger.Level(rawValue: name) else {
+            var logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+            logger.logLevel = .critical
+            return logger
+        }
+        let output = LineWriter(fileDescriptor: 2, capacity: .unbounded, name: "test-log")
+        var logger = Logger(label: "test", factory: { label in StructuredLogHandler(label: label, format: .logfmt, output: output) })
+        logger.logLevel = level
         return logger
     }()
 

@@ -17,8 +17,11 @@ import TestSupport
 struct LateLandingTests {
     @Test func aTimedOutWAHASendIsLookedForOnlyOnceItsRequestWouldHaveLanded() async throws {
         let fixture = try await Fixture.make()
-        // Every send is stored by the engine 2.5 s after it arrives: after the client's 1 s timeout.
-        let simulator = try await HTTPSimulator.start(["--dialect", "waha", "--sim-latency-ms", "2500"])
+        // Every send is stored by the engine 2.5 s after it arrives, after the client's 1 s timeout,
+        // and answered 10 s after that: the answer never beats the timeout, however late a loaded
+        // machine runs the client's timer (CI once ran it after the 2.5 s answer had come).
+        let simulator = try await HTTPSimulator.start(["--dialect", "waha", "--sim-latency-ms", "2500",
+                                                       "--sim-ambiguous-rate", "1", "--sim-ambiguous-delay-ms", "10000"])
         try await fixture.addSessions(["late"], engine: "waha", url: simulator.baseURL)
         try await fixture.enqueueTexts(count: 1, sessions: ["late"], chatsPerSession: 1)
 
