@@ -10,6 +10,8 @@ import Synchronization
 /// about three times the work of the enqueue itself (BENCHMARKS.md, *Enqueues in batches*). Here
 /// at most `concurrentBatches` statements run at once; whatever arrives meanwhile waits and goes
 /// in the next one, so a lone request is written at once and a busy second shares commits.
+/// The gateway runs one at a time: two or four statements at once took about as many sends a second
+/// and lengthened the slowest answers (BENCHMARKS.md, *One batch at a time*).
 ///
 /// - A batch is `wa_outbox.enqueue_notify_after_commit` once per request in one statement, in
 ///   (session, chat) order, so two batches take their chats' lane rows in the same order; one
@@ -37,7 +39,7 @@ public final class EnqueueBatcher: Sendable {
     private let maxBatch: Int
     private let state = Mutex(State())
 
-    public init(database: PostgresDatabase, notifier: WakeupNotifier, concurrentBatches: Int = 4, maxBatch: Int = 128) {
+    public init(database: PostgresDatabase, notifier: WakeupNotifier, concurrentBatches: Int = 1, maxBatch: Int = 128) {
         precondition(concurrentBatches > 0 && maxBatch > 0)
         self.database = database
         self.notifier = notifier
