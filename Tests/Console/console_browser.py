@@ -37,11 +37,11 @@ def check(condition, what):
     print("ok: " + what, flush=True)
 
 
-def raw(base, method, path, body=None, cookie=None):
+def raw(base, method, path, body=None, cookie=None, extra=None):
     """One request, redirects not followed: (status, headers, text)."""
     url = urllib.parse.urlparse(base)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **(extra or {})}
     if cookie:
         headers["Cookie"] = "wa_console=" + cookie
     connection.request(method, path, body=urllib.parse.urlencode(body or {}, doseq=True) if method == "POST" else None, headers=headers)
@@ -99,6 +99,14 @@ def main():
     check(status == 401, "a wrong token does not log in")
     status, _, _ = raw(base, "POST", "/console/login", {"token": args.read_key, "operator": "x"})
     check(status == 403, "an API key without 'operate' does not log in")
+    # Login CSRF: another site's page posting a valid token signs nobody in.
+    for name, extra in [("Sec-Fetch-Site: cross-site", {"Sec-Fetch-Site": "cross-site"}),
+                        ("Origin of another host", {"Origin": "http://attacker.example"})]:
+        status, headers, _ = raw(base, "POST", "/console/login", {"token": args.token, "operator": "x"}, extra=extra)
+        check(status == 403 and "Set-Cookie" not in headers, f"a login posted from another site ({name}) is refused ({status})")
+    status, headers, _ = raw(base, "POST", "/console/login", {"token": args.token, "operator": "x"},
+                             extra={"Origin": base.rstrip("/"), "Sec-Fetch-Site": "same-origin"})
+    check(status == 303 and "Set-Cookie" in headers, f"a login posted from the console's own page signs in ({status})")
 
     driver = browser()
     try:

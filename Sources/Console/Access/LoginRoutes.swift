@@ -28,6 +28,13 @@ struct LoginRoutes: Sendable {
     }
 
     func login(_ request: Request) async throws -> Response {
+        // A login carries no CSRF token yet (there is no login to bind one to), so a page of
+        // another site could post its own operator's token here and sign the browser in as that
+        // operator (login CSRF). Browsers say where a request comes from; one from elsewhere is refused.
+        guard !Self.comesFromAnotherSite(request) else {
+            console.logger.info("console login from another site refused")
+            return HTML.response(self.form(message: "A login posted from another site is refused: sign in on this page."), status: .forbidden)
+        }
         let form = try await Form.read(request)
         let token = form.text("token") ?? ""
         let name = form.text("operator")
@@ -54,6 +61,20 @@ struct LoginRoutes: Sendable {
         var response = HTML.redirect("/console")
         response.headers[.setCookie] = cookie(value: created.token, maxAge: Int(console.loginLifetime.components.seconds), request: request)
         return response
+    }
+
+    /// Whether the browser says the request was made by a page of another site: `Sec-Fetch-Site`
+    /// other than same-origin or none (typed or bookmarked), or, from a browser that does not send
+    /// it, an `Origin` whose host is not the one the request was sent to. Clients that are not
+    /// browsers send neither and are let through: they are not the victims of a forged form.
+    static func comesFromAnotherSite(_ request: Request) -> Bool {
+        if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!] {
+            return site != "same-origin" && site != "none"
+        }
+        guard let origin = request.headers[.origin] else { return false }
+        guard let components = URLComponents(string: origin), let host = components.host, let authority = request.head.authority else { return true }
+        let originAuthority = host + (components.port.map { ":\($0)" } ?? "")
+        return originAuthority.lowercased() != authority.lowercased()
     }
 
     func cookie(value: String, maxAge: Int, request: Request) -> String {
