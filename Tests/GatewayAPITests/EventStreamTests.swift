@@ -88,8 +88,13 @@ struct EventStreamTests {
 
     /// With no stream open the hub reads nothing; a stream opened later without `Last-Event-ID`
     /// starts at the log's head: none of the events written while nobody listened, all after.
+    ///
+    /// On a server of its own: the head is where every older write transaction of the cluster has
+    /// ended, and a parallel test's long transaction on a shared server held it back behind events
+    /// 11–20 (a CI rehearsal under load), which the stream then rightly delivered as new.
     @Test func aStreamOpenedAfterAnIdleSpellStartsAtTheHead() async throws {
-        let fixture = try await EventFixture.make()
+        let server = try await PrivateServer.start(.postgres)
+        let fixture = try await EventFixture.make(url: server.url)
         try await fixture.addSession("sa", org: "orgA")
         let hub = fixture.hub()
         try await withGateway(fixture, hub: hub) { port in
@@ -106,6 +111,7 @@ struct EventStreamTests {
             let events = try await reading.value.messages.filter { $0.event == "message.status" }
             #expect(events.compactMap { $0.json?["outboxId"] as? String } == live.map(String.init))
         }
+        await server.destroy()
     }
 
     @Test func aSlowClientIsCutOffWithoutHoldingBackAFastOne() async throws {
