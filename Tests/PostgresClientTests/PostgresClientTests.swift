@@ -157,9 +157,10 @@ struct PostgresClientTests {
         }
         #expect(notification.channel == "probe_channel")
         #expect(notification.payload == "hello")
-        // Delivered promptly (well under 100 ms when the machine is idle; a liveness bound here,
-        // not a speed target: the suite runs in parallel on 2 cores).
-        #expect(elapsed < .seconds(1))
+        // Delivered by the notification itself (well under 100 ms when the machine is idle): a
+        // liveness bound, not a speed target, below the listener's only timer (its 15 s idle
+        // check); CI's loaded machine has stalled a test's tasks for 9 s, so 5 s, not 1.
+        #expect(elapsed < .seconds(5))
         listener.stop()
     }
 
