@@ -8,10 +8,10 @@ import Synchronization
 ///
 /// Each request alone costs PostgreSQL a transaction: its commit, its round trip, its wake-ups,
 /// about three times the work of the enqueue itself (BENCHMARKS.md, *Enqueues in batches*). Here
-/// at most `concurrentBatches` statements run at once; whatever arrives meanwhile waits and goes
-/// in the next one, so a lone request is written at once and a busy second shares commits.
-/// The gateway runs one at a time: two or four statements at once took about as many sends a second
-/// and lengthened the slowest answers (BENCHMARKS.md, *One batch at a time*).
+/// one statement runs at a time, with up to `maxBatch` requests; whatever arrives meanwhile waits
+/// and goes in the next one, so a lone request is written at once and a busy second shares
+/// commits. Two or four statements at once took about as many sends a second and lengthened the
+/// slowest answers (BENCHMARKS.md, *One batch at a time*).
 ///
 /// - A batch is `wa_outbox.enqueue_notify_after_commit` once per request in one statement, in
 ///   (session, chat) order, so two batches take their chats' lane rows in the same order; one
@@ -28,23 +28,19 @@ public final class EnqueueBatcher: Sendable {
 
     private struct State {
         var waiting: [Waiting] = []
-        var running = 0
+        var writing = false
         var statements = 0
         var largest = 0
     }
 
     private let database: PostgresDatabase
     private let notifier: WakeupNotifier
-    private let concurrentBatches: Int
-    private let maxBatch: Int
     private let state = Mutex(State())
+    private static let maxBatch = 128
 
-    public init(database: PostgresDatabase, notifier: WakeupNotifier, concurrentBatches: Int = 1, maxBatch: Int = 128) {
-        precondition(concurrentBatches > 0 && maxBatch > 0)
+    public init(database: PostgresDatabase, notifier: WakeupNotifier) {
         self.database = database
         self.notifier = notifier
-        self.concurrentBatches = concurrentBatches
-        self.maxBatch = maxBatch
     }
 
     /// Batch statements run so far, and the most requests one of them carried (for tests).
@@ -57,8 +53,8 @@ public final class EnqueueBatcher: Sendable {
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<SendResult, OutboxError>, Never>) in
             let start = state.withLock { state in
                 state.waiting.append(Waiting(request: request, continuation: continuation))
-                guard state.running < concurrentBatches else { return false }
-                state.running += 1
+                guard !state.writing else { return false }
+                state.writing = true
                 return true
             }
             if start { Task { await self.drain() } }
@@ -71,10 +67,10 @@ public final class EnqueueBatcher: Sendable {
         while true {
             let batch = state.withLock { state -> [Waiting] in
                 guard !state.waiting.isEmpty else {
-                    state.running -= 1
+                    state.writing = false
                     return []
                 }
-                let batch = Array(state.waiting.prefix(maxBatch))
+                let batch = Array(state.waiting.prefix(Self.maxBatch))
                 state.waiting.removeFirst(batch.count)
                 state.statements += 1
                 state.largest = max(state.largest, batch.count)
