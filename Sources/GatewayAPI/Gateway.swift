@@ -2,6 +2,7 @@ import Coordination
 import HTTPSurface
 import HTTPTypes
 import Hummingbird
+import JobDispatch
 import Logging
 import OutboxCore
 import OutboxStore
@@ -28,10 +29,14 @@ public struct GatewayDependencies: Sendable {
     public var notifier: WakeupNotifier
     /// Writes the sends that arrive together in one statement and one commit.
     public var enqueuer: EnqueueBatcher
+    /// Dispatches synchronous sends in this process when their jobs may run at once; nil: every
+    /// synchronous send waits for a worker.
+    public var direct: DirectDispatch?
 
     public init(database: PostgresDatabase, coordinator: Coordinator?, jobEvents: any JobEvents, syncTimeout: Duration = .seconds(25),
-                defaultLimits: SessionLimits = SessionLimits(), logger: Logger, events: EventRoutes? = nil) {
+                defaultLimits: SessionLimits = SessionLimits(), logger: Logger, events: EventRoutes? = nil, direct: DirectDispatch? = nil) {
         self.database = database
+        self.direct = direct
         self.coordinator = coordinator
         self.jobEvents = jobEvents
         self.syncTimeout = syncTimeout

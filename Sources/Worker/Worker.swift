@@ -95,7 +95,7 @@ public final class Worker: Sendable {
             await withDiscardingTaskGroup { group in
                 group.addTask { for await _ in listener.events() { self.wakeup.signal() } }
                 group.addTask {
-                    await self.lease.run(inFlight: { self.state.withLockedValue { $0.running.count } }, locks: { self.heldLocks },
+                    await self.lease.run(inFlight: { let count = self.state.withLockedValue { $0.running.count }; WorkerMetrics.inFlight(count); return count }, locks: { self.heldLocks },
                                          coordinator: self.coordinator, lost: { self.handBackAll(reason: "this worker's lease lapsed; its jobs went to others") })
                 }
                 for service in services() { group.addTask { await service.run(logger: self.logger) } }

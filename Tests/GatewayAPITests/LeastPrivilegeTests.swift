@@ -90,7 +90,7 @@ struct LeastPrivilegeTests {
 
             // What each role was not granted.
             let url = gateway.url
-            for sql in ["DELETE FROM wa_outbox.jobs", "UPDATE wa_outbox.jobs SET state = state", "TRUNCATE wa_outbox.events",
+            for sql in ["DELETE FROM wa_outbox.jobs", "UPDATE wa_outbox.jobs SET payload = payload", "UPDATE wa_outbox.jobs SET org = org", "TRUNCATE wa_outbox.events",
                         "UPDATE wa_outbox.sessions SET max_in_flight = 9", "INSERT INTO wa_outbox.api_keys (org) VALUES ('x')",
                         "ALTER TABLE wa_outbox.jobs ADD COLUMN x int", "CREATE TABLE wa_outbox.x (a int)", "DROP TABLE wa_outbox.lanes",
                         "CREATE FUNCTION wa_outbox.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"] {

@@ -88,7 +88,7 @@ struct RolesMigrationTests {
             "receipts_pending wa_outbox_api": "", "receipts_pending wa_outbox_operator": all, "receipts_pending wa_outbox_worker": all,
             "schema_migrations wa_outbox_api": "SELECT", "schema_migrations wa_outbox_operator": "SELECT", "schema_migrations wa_outbox_worker": "SELECT",
             "sessions wa_outbox_api": "SELECT", "sessions wa_outbox_operator": all, "sessions wa_outbox_worker": "SELECT,UPDATE",
-            "workers wa_outbox_api": "", "workers wa_outbox_operator": all, "workers wa_outbox_worker": all,
+            "workers wa_outbox_api": all, "workers wa_outbox_operator": all, "workers wa_outbox_worker": all,
         ]
         #expect(granted == expected)
         // The API may stamp a key's last use, and nothing else of it.
@@ -97,6 +97,16 @@ struct RolesMigrationTests {
                    has_column_privilege('wa_outbox_api', 'wa_outbox.api_keys', 'revoked_at', 'UPDATE')
             """)
         #expect(try column[0].decode(Bool.self, at: 0) && !column[0].decode(Bool.self, at: 1))
+        // It claims and completes its own synchronous sends (migration 0020): the claim's and the
+        // completion's columns of a job and a session, never what a job says or a session's limits.
+        let dispatch = try await database.query("""
+            SELECT c.tablename, c.column_name, has_column_privilege('wa_outbox_api', 'wa_outbox.' || c.tablename, c.column_name, 'UPDATE')
+            FROM (VALUES ('jobs', 'state'), ('jobs', 'claim_token'), ('jobs', 'finished_at'), ('sessions', 'in_flight'), ('sessions', 'not_before'),
+                         ('jobs', 'payload'), ('jobs', 'org'), ('jobs', 'session_id'), ('jobs', 'chat'), ('sessions', 'max_in_flight'),
+                         ('sessions', 'engine'), ('sessions', 'org')) c(tablename, column_name)
+            """)
+        let updatable = Set(try dispatch.filter { try $0.decode(Bool.self, at: 2) }.map { "\(try $0.decode(String.self, at: 0)).\(try $0.decode(String.self, at: 1))" })
+        #expect(updatable == ["jobs.state", "jobs.claim_token", "jobs.finished_at", "sessions.in_flight", "sessions.not_before"])
         await database.close()
     }
 }

@@ -12,9 +12,11 @@ import PostgresClient
 
 /// The seed's message endpoints: send (sync or `?async=true`), edit, revoke, and one message.
 ///
-/// Every request becomes an outbox job, dispatched by the workers; a synchronous request waits for
-/// its job's final event. So chat order, session caps, pacing and the dispatch lock hold for
-/// synchronous sends exactly as for queued ones, and engine credentials never reach this tier.
+/// Every request becomes an outbox job. A synchronous one is dispatched by this process when its
+/// job may run at once (`DirectDispatch`: the worker's claim rules, dispatch and fenced completion,
+/// under a lease of this process's own); otherwise it waits for a worker and for its job's final
+/// event. Either way chat order, session caps, pacing and the dispatch lock hold for it exactly as
+/// for queued sends.
 struct MessageRoutes {
     let dependencies: GatewayDependencies
 
@@ -82,6 +84,9 @@ struct MessageRoutes {
                 return try await answer(try await dependencies.enqueuer.enqueue(enqueue), org: enqueue.org, mode: mode)
             }
             if let session { try await SyncAdmission.check(session, dependencies: dependencies) }
+            if let session, let direct = dependencies.direct, await direct.offers(session) {
+                return try await answer(try await direct.enqueue(enqueue), org: enqueue.org)
+            }
             return try await answer(try await dependencies.enqueuer.enqueue(enqueue), org: enqueue.org, mode: mode)
         }
         guard let key = enqueue.idempotencyKey, let coordinator = dependencies.coordinator else { return try await run() }
@@ -92,13 +97,41 @@ struct MessageRoutes {
         }
     }
 
-    private func answer(_ result: SendResult, org: String, mode: Mode) async throws -> Response {
+    /// A synchronous send this process may be dispatching itself: its result when the dispatch
+    /// ends in a final status before the deadline; otherwise (left to the workers, deferred, retried)
+    /// what the workers make of it, as for any synchronous send.
+    private func answer(_ taken: DirectDispatch.Taken, org: String) async throws -> Response {
+        let deadline = ContinuousClock.now + dependencies.syncTimeout
+        switch taken {
+        case .queued(let result):
+            return try await answer(result, org: org, mode: .sync, deadline: deadline)
+        case .dispatching(let result, let dispatch):
+            if let final = await Self.value(of: dispatch, until: deadline) { return try FinalStatus.response(final, replayed: false) }
+            return try await answer(result, org: org, mode: .sync, deadline: deadline)
+        }
+    }
+
+    /// The task's value, or nil if the deadline comes first (the task goes on).
+    private static func value(of task: Task<StatusEvent?, Never>, until deadline: ContinuousClock.Instant) async -> StatusEvent? {
+        await withTaskGroup(of: StatusEvent??.self) { group in
+            group.addTask { .some(await task.value) }
+            group.addTask {
+                try? await Task.sleep(until: deadline)
+                return .none
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? nil
+        }
+    }
+
+    private func answer(_ result: SendResult, org: String, mode: Mode, deadline: ContinuousClock.Instant? = nil) async throws -> Response {
         guard mode == .sync, let jobID = Int64(result.outboxId) else {
             var queued = result
             queued.mode = "async"
             return try JSONResponse.make(.accepted, queued)
         }
-        let deadline = ContinuousClock.now + dependencies.syncTimeout
+        let deadline = deadline ?? ContinuousClock.now + dependencies.syncTimeout
         guard let final = await dependencies.jobEvents.final(org: org, jobID: jobID, until: deadline) else {
             // WhatsApp has not answered in time: the job goes on as an async one; its final
             // status arrives on the event stream.

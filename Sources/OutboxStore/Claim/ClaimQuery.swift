@@ -51,6 +51,8 @@ public enum ClaimQuery {
     public struct Batch: Sendable {
         public var jobs: [ClaimedJob] = []
         public var sessions: [String: SessionRecord] = [:]
+
+        public init() {}
     }
 
     public static func claim(workerID: UUID, limit: Int, on connection: PostgresConnection) async throws -> Batch {
@@ -58,6 +60,11 @@ public enum ClaimQuery {
         // even one that was rolled back, never counts for this one.
         let rows = try await connection.query(PostgresQuery(sql, binds: [(limit * 4).postgresBind, limit.postgresBind, workerID.postgresBind,
                                                                          UUID().postgresBind]))
+        return try batch(from: rows)
+    }
+
+    /// The jobs of a claim's rows: each a claimed job followed by its session's settings.
+    static func batch(from rows: PostgresRows) throws -> Batch {
         var batch = Batch()
         for row in rows {
             let job = ClaimedJob(
@@ -89,8 +96,7 @@ public enum ClaimQuery {
                     CROSS JOIN LATERAL (
                         SELECT 1 FROM wa_outbox.sessions s
                         WHERE s.id = l.session_id
-                          AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
-                          AND s.engine_status IN ('unknown', 'connected')
+                          AND \(sessionCanRun)
                         OFFSET 0
                     ) runnable
                     WHERE l.ready_at <= now()
@@ -105,8 +111,7 @@ public enum ClaimQuery {
                     SELECT s.id, s.max_in_flight - s.in_flight AS free
                     FROM wa_outbox.sessions s
                     WHERE s.id = c.session_id
-                      AND s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now()
-                      AND s.engine_status IN ('unknown', 'connected')
+                      AND \(sessionCanRun)
                     FOR UPDATE SKIP LOCKED
                 ) s
             ),
@@ -121,10 +126,7 @@ public enum ClaimQuery {
                     FOR UPDATE SKIP LOCKED
                 ) l
                 CROSS JOIN LATERAL (
-                    SELECT j.id, j.available_at FROM wa_outbox.jobs j
-                    WHERE j.session_id = l.session_id AND j.chat = l.chat AND j.finished_at IS NULL AND j.state = 'queued'
-                    ORDER BY j.run_at, j.id
-                    LIMIT 1
+                    \(laneHead)
                 ) h
                 LIMIT $2
             ),
@@ -136,6 +138,27 @@ public enum ClaimQuery {
                 FROM picked p
                 WHERE p.available_at > now() AND l.session_id = p.session_id AND l.chat = p.chat
             ),
+            \(takeDue)
+            """
+
+    /// A session `s` whose jobs may be claimed: active, connected (or not asked yet), out of its
+    /// rate-limit wait and below its cap.
+    static let sessionCanRun = """
+        s.state = 'active' AND s.in_flight < s.max_in_flight AND s.not_before <= now() AND s.engine_status IN ('unknown', 'connected')
+        """
+
+    /// The head of lane `l`: its queued job with the lowest (run_at, id), one probe of `jobs_lane_queue`.
+    static let laneHead = """
+        SELECT j.id, j.available_at FROM wa_outbox.jobs j
+        WHERE j.session_id = l.session_id AND j.chat = l.chat AND j.finished_at IS NULL AND j.state = 'queued'
+        ORDER BY j.run_at, j.id
+        LIMIT 1
+        """
+
+    /// What every claim does with the jobs it found (a CTE `due` with a `job_id` column; $3: the
+    /// worker id, $4: the claim's token): takes those still queued, marks their lanes busy and
+    /// counts them into their sessions' in-flight, and returns each with its session's settings.
+    static let takeDue = """
             claimed AS (
                 UPDATE wa_outbox.jobs j
                 SET state = 'running', attempts = j.attempts + 1, claim_token = $4, worker_id = $3

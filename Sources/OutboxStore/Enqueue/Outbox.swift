@@ -52,6 +52,12 @@ public enum Outbox {
         try await enqueue(request, on: connection, function: "enqueue")
     }
 
+    /// On the caller's connection without a NOTIFY: the caller wakes workers and event streams
+    /// once its transaction has committed (a `WakeupNotifier`).
+    public static func enqueueNotifyingAfterCommit(_ request: EnqueueRequest, on connection: PostgresConnection) async throws(OutboxError) -> SendResult {
+        try await enqueue(request, on: connection, function: "enqueue_notify_after_commit")
+    }
+
     /// `function`: `enqueue`, or `enqueue_notify_after_commit` for a caller that notifies itself.
     static func enqueue(_ request: EnqueueRequest, on connection: PostgresConnection, function: String) async throws(OutboxError) -> SendResult {
         let rows: PostgresRows

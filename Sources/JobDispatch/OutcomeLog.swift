@@ -2,8 +2,8 @@ import Logging
 import OutboxCore
 
 /// One log line per outcome, with job, session and organization ids; never a message body.
-enum OutcomeLog {
-    static func log(_ outcome: Outcome, of job: ClaimedJob, logger: Logger) {
+public enum OutcomeLog {
+    public static func log(_ outcome: Outcome, of job: ClaimedJob, logger: Logger) {
         var logger = logger
         logger[metadataKey: "job.id"] = "\(job.id)"
         logger[metadataKey: "session.id"] = "\(job.sessionID)"

@@ -5,14 +5,16 @@ import NIOConcurrencyHelpers
 import OutboxStore
 import PostgresClient
 
-/// Keeps this worker's lease: one row in `wa_outbox.workers`, renewed every third of the lease.
+/// Keeps a process's lease on the jobs it claims: one row in `wa_outbox.workers`, renewed every
+/// third of the lease. A worker has one; so has an API process that dispatches its synchronous
+/// sends itself (`DirectDispatch`).
 ///
 /// It has a PostgreSQL connection of its own, outside the pool, so no claim, flush, VACUUM or slow
 /// statement can keep a heartbeat waiting; the connection is opened again after it breaks. Each
 /// heartbeat also renews the dispatch locks this worker holds, so a lock lasts as long as the lease
 /// that protects its job. By the worker's own clock it knows the latest moment the database can
 /// still consider the lease valid (`holds`): counted from before the statement was sent.
-final class LeaseKeeper: Sendable {
+public final class LeaseKeeper: Sendable {
     private let id: UUID
     private let name: String
     private let lease: Duration
@@ -21,7 +23,7 @@ final class LeaseKeeper: Sendable {
     private let validUntil = NIOLockedValueBox(ContinuousClock.now)
     private let connection = NIOLockedValueBox<PostgresConnection?>(nil)
 
-    init(id: UUID, name: String, lease: Duration, configuration: PostgresConfiguration, logger: Logger) {
+    public init(id: UUID, name: String, lease: Duration, configuration: PostgresConfiguration, logger: Logger) {
         self.id = id
         self.name = name
         self.lease = lease
@@ -31,10 +33,10 @@ final class LeaseKeeper: Sendable {
 
     /// Whether the lease is certain to hold a while yet (a tenth of it: time for a dispatch to
     /// reach its engine). One failed heartbeat is not enough to stop a worker; two in a row are.
-    var holds: Bool { ContinuousClock.now + lease / 10 < validUntil.withLockedValue { $0 } }
+    public var holds: Bool { ContinuousClock.now + lease / 10 < validUntil.withLockedValue { $0 } }
 
     /// Registers (again), and starts counting the lease from before the statement was sent.
-    func register() async throws {
+    public func register() async throws {
         let sent = ContinuousClock.now
         try await withConnection { connection in
             try await WorkerRegistry.register(id: id, name: name, host: ProcessInfo.processInfo.hostName,
@@ -47,7 +49,7 @@ final class LeaseKeeper: Sendable {
     /// started during a database restart or failover waits for it instead of exiting at once,
     /// which a service manager counts as a crash (systemd gives up after five in two minutes).
     /// Gives up early, with nothing registered, once `stopping` says so.
-    func register(patience: Duration, stopping: @Sendable () -> Bool) async throws {
+    public func register(patience: Duration, stopping: @Sendable () -> Bool) async throws {
         let deadline = ContinuousClock.now + patience
         var pause = Duration.milliseconds(250)
         while true {
@@ -65,14 +67,13 @@ final class LeaseKeeper: Sendable {
 
     /// Renews the lease every third of it until cancelled. `lost` gets the jobs' fate when the
     /// lease had lapsed (they may be other workers' by now); the worker then registers again.
-    func run(inFlight: @escaping @Sendable () -> Int, locks: @escaping @Sendable () -> [MessageLock],
+    public func run(inFlight: @escaping @Sendable () -> Int, locks: @escaping @Sendable () -> [MessageLock],
              coordinator: Coordinator?, lost: @escaping @Sendable () -> Void) async {
         while !Task.isCancelled {
             guard (try? await Task.sleep(for: lease / 3)) != nil else { return }
             do {
                 let sent = ContinuousClock.now
                 let count = inFlight()
-                WorkerMetrics.inFlight(count)
                 let alive = try await withConnection { connection in
                     try await WorkerRegistry.heartbeat(id: id, lease: lease, inFlight: count, on: connection)
                 }
@@ -91,7 +92,7 @@ final class LeaseKeeper: Sendable {
     }
 
     /// Removes this worker's row, and closes the lease connection.
-    func deregister() async {
+    public func deregister() async {
         try? await withConnection { try await WorkerRegistry.deregister(id: id, on: $0) }
         await connection.withLockedValue { $0 }?.close()
     }
