@@ -3,8 +3,10 @@
 
   sync:  synchronous sends through `wa-outbox api` at a fixed 100 requests/s (open loop: each
          request's latency counts from when it was due, so a stall is not hidden by sending
-         later), with one worker and the in-process simulator (no engine latency). Beside it,
-         the engine call alone: the worker's wa_outbox_dispatch_duration_seconds for the same sends.
+         later), with one worker and the simulator over HTTP in wuzapi's dialect with no added
+         latency (an engine server, so the API dispatches the sends itself: DirectDispatch).
+         Beside it, the engine call alone: wa_outbox_dispatch_duration_seconds of the API and
+         the worker for the same sends.
   async: `?async=true` sends accepted per second by wrk at 64 connections, no worker running, so
          the API's own cost is measured (each accepted send is a durable commit).
 
@@ -54,12 +56,13 @@ def wait_for(port, path="/healthz"):
     raise RuntimeError(f"nothing answers on port {port}")
 
 
-def reset():
+def reset(engine_url=None):
+    engine, url = ("wuzapi", f"'{engine_url}'") if engine_url else ("sim", "NULL")
     psql(f"""
         TRUNCATE wa_outbox.jobs, wa_outbox.lanes, wa_outbox.events, wa_outbox.workers, wa_outbox.audit;
         DELETE FROM wa_outbox.sessions;
-        INSERT INTO wa_outbox.sessions (id, org, engine, max_in_flight)
-        SELECT 's' || g, 'org1', 'sim', 8 FROM generate_series(1, {SESSIONS}) g;
+        INSERT INTO wa_outbox.sessions (id, org, engine, engine_url, max_in_flight)
+        SELECT 's' || g, 'org1', '{engine}', {url}, 8 FROM generate_series(1, {SESSIONS}) g;
         VACUUM ANALYZE;
         CHECKPOINT;
     """)
@@ -72,24 +75,27 @@ def body(n):
     return json.dumps({"type": "text", "chat": f"49{n:011d}@s.whatsapp.net", "text": "bench"})
 
 
-def scrape_dispatch(admin_port):
-    """The mean engine call of the worker's dispatches, in ms, from its histogram's sum and count."""
-    connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
-    connection.request("GET", "/metrics")
-    text = connection.getresponse().read().decode()
+def scrape_dispatch(*ports):
+    """The mean engine call of the processes' dispatches, in ms, from their histograms' sums and counts."""
     total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("wa_outbox_dispatch_duration_seconds_sum"):
-            total += float(line.split()[-1])
-        elif line.startswith("wa_outbox_dispatch_duration_seconds_count"):
-            count += float(line.split()[-1])
+    for port in ports:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/metrics")
+        for line in connection.getresponse().read().decode().splitlines():
+            if line.startswith("wa_outbox_dispatch_duration_seconds_sum"):
+                total += float(line.split()[-1])
+            elif line.startswith("wa_outbox_dispatch_duration_seconds_count"):
+                count += float(line.split()[-1])
     return (total / count * 1000 if count else 0.0), int(count)
 
 
 def sync_run(rate=100, seconds=30):
-    key = reset()
-    api_port, admin_port = free_port(), free_port()
-    api = start("api", ["api", "--listen", f"127.0.0.1:{api_port}", "--redis-url", REDIS] + UNLIMITED)
+    sim_port, api_port, api_metrics_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    simulator = start("simulator", ["simulator", "--listen", f"127.0.0.1:{sim_port}"])
+    wait_for(sim_port, "/sim/stats")
+    key = reset(engine_url=f"http://127.0.0.1:{sim_port}")
+    api = start("api", ["api", "--listen", f"127.0.0.1:{api_port}", "--metrics-listen", f"127.0.0.1:{api_metrics_port}",
+                        "--redis-url", REDIS] + UNLIMITED)
     worker = start("worker", ["worker", "--name", "w", "--redis-url", REDIS, "--admin-listen", f"127.0.0.1:{admin_port}",
                               "--poll-interval-ms", "100"] + UNLIMITED)
     wait_for(api_port, "/openapi.json")
@@ -122,13 +128,15 @@ def sync_run(rate=100, seconds=30):
         thread.start()
     for thread in threads:
         thread.join()
-    engine_ms, dispatches = scrape_dispatch(admin_port)
+    engine_ms, dispatches = scrape_dispatch(api_metrics_port, admin_port)
+    _, by_api = scrape_dispatch(api_metrics_port)
     stop(api)
     stop(worker)
+    stop(simulator)
     return {"rate_per_s": rate, "requests": len(latencies), "statuses": statuses,
             "p50_ms": round(percentile(latencies, 50), 2), "p90_ms": round(percentile(latencies, 90), 2),
             "p99_ms": round(percentile(latencies, 99), 2), "max_ms": round(max(latencies), 2),
-            "engine_call_mean_ms": round(engine_ms, 3), "dispatches": dispatches}
+            "engine_call_mean_ms": round(engine_ms, 3), "dispatches": dispatches, "dispatched_by_api": by_api}
 
 
 WRK_SCRIPT = """
@@ -180,7 +188,8 @@ def main():
     sync = sync_run(seconds=seconds)
     log(f"  sync at {sync['rate_per_s']}/s: p50 {sync['p50_ms']} ms, p90 {sync['p90_ms']} ms, p99 {sync['p99_ms']} ms, "
         f"max {sync['max_ms']} ms over {sync['requests']} requests {sync['statuses']}; "
-        f"engine call alone: mean {sync['engine_call_mean_ms']} ms over {sync['dispatches']} dispatches")
+        f"engine call alone: mean {sync['engine_call_mean_ms']} ms over {sync['dispatches']} dispatches "
+        f"({sync['dispatched_by_api']} by the API)")
     accepted = async_run(seconds=seconds)
     log(f"  async, wrk at {accepted['connections']} connections: {accepted['requests_per_s']} requests/s, "
         f"p50 {accepted['p50_ms']} ms, p90 {accepted['p90_ms']} ms, p99 {accepted['p99_ms']} ms, "
