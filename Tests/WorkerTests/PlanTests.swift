@@ -69,6 +69,38 @@ struct PlanTests {
         await fixture.close()
     }
 
+    /// The API's claim of the job it just enqueued probes that job's lane by primary key, however
+    /// many lanes are ready: as a join, its generic plan walked the index of ready lanes.
+    @Test func theClaimOfOneJobProbesItsLaneByPrimaryKey() async throws {
+        // 2,000 ready lanes (20 sessions of 100 chats with one job each), with statistics from a
+        // quiet hour before the burst: no lane ready.
+        let fixture = try await Fixture.make()
+        let sessions = (1...20).map { "plan\($0)" }
+        try await fixture.addSessions(sessions, maxInFlight: 8)
+        try await fixture.enqueueTexts(count: 2_000, sessions: sessions, chatsPerSession: 100)
+        try await fixture.database.query("UPDATE wa_outbox.lanes SET ready_at = NULL")
+        try await fixture.database.query("ANALYZE wa_outbox.jobs, wa_outbox.lanes, wa_outbox.sessions")
+        try await fixture.database.query("UPDATE wa_outbox.lanes SET ready_at = now() - interval '1 second'")
+        let (plan, claimed) = try await fixture.database.withConnection { connection in
+            try await connection.withTransaction { connection in
+                let sent = try await Outbox.enqueue(EnqueueRequest(org: "org1", session: "plan1", kind: .send,
+                                                                   payload: #"{"type":"text","chat":"4917700000000@s.whatsapp.net","text":"now"}"#),
+                                                    on: connection)
+                try await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                try await connection.execute("PREPARE plan_one(int8, int8, uuid, uuid) AS " + ClaimQuery.oneJobSQL)
+                let explain = "EXPLAIN EXECUTE plan_one(\(sent.outboxId), \(sent.outboxId), gen_random_uuid(), gen_random_uuid())"
+                let plan = try await connection.query(PostgresQuery(explain, binds: []))
+                    .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
+                try await connection.execute("DEALLOCATE plan_one")
+                return (plan, try await ClaimQuery.claimJob(Int64(sent.outboxId)!, workerID: UUID(), on: connection).jobs)
+            }
+        }
+        #expect(plan.contains("Index Scan using lanes_pkey on lanes") && !plan.contains("lanes_session_ready") && !plan.contains("lanes_ready"),
+                "the claim of one job does not probe its lane by primary key:\n\(plan)")
+        #expect(claimed.count == 1)
+        await fixture.close()
+    }
+
     /// The claim changes no column any index on `jobs` mentions, so PostgreSQL rewrites each claimed
     /// row in place (a heap-only update) and writes no index entry for it. An index on `state` or
     /// `worker_id` (a predicate counts) makes every claim a full update again: a new entry in each

@@ -14,13 +14,17 @@ extension ClaimQuery {
     /// that worker rather than waited for. The lane needs no lock of its own: the enqueue in the
     /// same transaction holds it. Then the same updates as every claim (`takeDue`).
     ///
+    /// The lane is one primary-key probe behind `OFFSET 0`, its readiness checked outside it: as a
+    /// join, or with `ready_at` inside the probe, the plan walked `lanes_session_ready` over every
+    /// ready lane (of all sessions, or of this one), thousands under a backlog.
+    ///
     /// $1 and $2: the job id (as the target and as the head it must be), $3: the claimer's id (its
     /// lease in `wa_outbox.workers`), $4: the claim's token, as `takeDue` numbers them.
     public static func claimJob(_ jobID: Int64, workerID: UUID, on connection: PostgresConnection) async throws -> Batch {
         try batch(from: try await connection.query(PostgresQuery(oneJobSQL, binds: [jobID.postgresBind, jobID.postgresBind, workerID.postgresBind, UUID().postgresBind])))
     }
 
-    static let oneJobSQL = """
+    public static let oneJobSQL = """
             WITH target AS (
                 SELECT j.session_id, j.chat FROM wa_outbox.jobs j WHERE j.id = $1
             ),
@@ -37,11 +41,15 @@ extension ClaimQuery {
                 SELECT h.id AS job_id
                 FROM target t
                 JOIN runnable r ON r.id = t.session_id
-                JOIN wa_outbox.lanes l ON l.session_id = t.session_id AND l.chat = t.chat AND l.ready_at <= now()
+                CROSS JOIN LATERAL (
+                    SELECT l.session_id, l.chat, l.ready_at FROM wa_outbox.lanes l
+                    WHERE l.session_id = t.session_id AND l.chat = t.chat
+                    OFFSET 0
+                ) l
                 CROSS JOIN LATERAL (
                     \(laneHead)
                 ) h
-                WHERE h.id = $2 AND h.available_at <= now()
+                WHERE l.ready_at <= now() AND h.id = $2 AND h.available_at <= now()
             ),
             \(takeDue)
             """
