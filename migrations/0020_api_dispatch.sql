@@ -8,6 +8,9 @@
 --   sessions   UPDATE of in_flight (the claim, the completion), not_before, state and state_reason
 --              (a completion's rate-limit wait or account restriction); never limits or engines.
 --   workers    its lease: register, heartbeat, deregister.
+-- And wa_outbox.enqueue_to_claim: enqueue_notify_after_commit that also names the job it made in
+-- the transaction's setting wa_outbox.enqueued_job (none for a replayed request), so that the
+-- claim, sent with it in one round trip, can find it (ClaimQuery.claimEnqueued).
 
 CREATE OR REPLACE FUNCTION wa_outbox.grant_roles() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -45,3 +48,23 @@ BEGIN
 END $$;
 
 SELECT wa_outbox.grant_roles();
+
+CREATE FUNCTION wa_outbox.enqueue_to_claim(
+    p_org text,
+    p_session text,
+    p_kind text,
+    p_payload jsonb,
+    p_idempotency_key text DEFAULT NULL,
+    p_run_at timestamptz DEFAULT now(),
+    p_trace_parent text DEFAULT NULL,
+    p_trace_state text DEFAULT NULL
+) RETURNS TABLE (outbox_id bigint, wa_message_id text, replayed boolean, status text, created_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_result record;
+BEGIN
+    SELECT * INTO v_result FROM wa_outbox.enqueue_notify_after_commit(p_org, p_session, p_kind, p_payload, p_idempotency_key,
+                                                                      p_run_at, p_trace_parent, p_trace_state) e;
+    PERFORM set_config('wa_outbox.enqueued_job', CASE WHEN v_result.replayed THEN '' ELSE v_result.outbox_id::text END, true);
+    RETURN QUERY SELECT v_result.outbox_id, v_result.wa_message_id, v_result.replayed, v_result.status, v_result.created_at;
+END $$;

@@ -80,24 +80,15 @@ public final class DirectDispatch: Sendable {
 
     /// Enqueues `request` and, in the same transaction, claims its job if it may run now.
     public func enqueue(_ request: EnqueueRequest) async throws(OutboxError) -> Taken {
-        var claimed: ClaimedJob?
+        let token = UUID()
         let result: SendResult, batch: ClaimQuery.Batch, verdict: Preflight.Verdict
         do {
-            (result, batch, verdict) = try await database.withConnection { connection in
-                try await connection.withTransaction { connection in
-                    let result = try await Outbox.enqueueNotifyingAfterCommit(request, on: connection)
-                    guard !result.replayed, let jobID = Int64(result.outboxId) else { return (result, ClaimQuery.Batch(), Preflight.Verdict()) }
-                    let batch = try await ClaimQuery.claimJob(jobID, workerID: id, on: connection)
-                    claimed = batch.jobs.first
-                    return (result, batch, try await Preflight.check(batch.jobs, on: connection))
-                }
-            }
+            (result, batch, verdict) = try await database.withConnection { try await self.enqueueAndClaim(request, token: token, on: $0) }
         } catch {
-            // The commit's fate may be unknown: a job claimed here goes back through a fenced
-            // completion, which does nothing if the claim did not commit.
-            if let claimed { Task { _ = await self.write(self.completion(claimed, .defer_(after: .zero, code: .engineError, message: "the claim did not complete"))) } }
-            if let error = error as? OutboxError { throw error }
-            throw OutboxError(.engineError, "database unavailable: \(error)")
+            // Unless PostgreSQL refused a statement (then nothing committed), the commit's fate is
+            // unknown: a job the claim took goes back through a fenced completion.
+            if !((error as? PostgresError)?.kind == .server || error is OutboxError) { Task { await self.handBack(token: token) } }
+            throw Outbox.failure(error)
         }
         guard let job = batch.jobs.first else {
             if !result.replayed { queued.signal() }
@@ -110,6 +101,52 @@ public final class DirectDispatch: Sendable {
             if state.running[job.id] != nil { state.running[job.id]?.task = task }
         }
         return .dispatching(result, task)
+    }
+
+    /// The enqueue and the claim in one transaction. A send's is one round trip (BEGIN, enqueue,
+    /// claim, COMMIT pipelined); an edit or a revoke is checked against its window
+    /// (`Preflight`) before the commit, so a failure there leaves its job queued.
+    private func enqueueAndClaim(_ request: EnqueueRequest, token: UUID,
+                                 on connection: PostgresConnection) async throws -> (SendResult, ClaimQuery.Batch, Preflight.Verdict) {
+        let statements: [PostgresQuery] = [.begin, Outbox.query(request, function: "enqueue_to_claim"),
+                                           ClaimQuery.claimEnqueued(workerID: id, token: token)]
+        do {
+            if request.kind == .send {
+                let rows = try await connection.pipeline(statements + [.commit])
+                return (try Outbox.result(from: rows[1]), try ClaimQuery.batch(from: rows[2]), Preflight.Verdict())
+            }
+            let rows = try await connection.pipeline(statements)
+            let batch = try ClaimQuery.batch(from: rows[2])
+            let verdict = try await Preflight.check(batch.jobs, on: connection)
+            try await connection.execute("COMMIT")
+            return (try Outbox.result(from: rows[1]), batch, verdict)
+        } catch {
+            if !connection.isBroken { try? await connection.execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Finds the job a claim with `token` took, if its commit happened after all, and hands it back
+    /// (not sent, no attempt spent). Tries while PostgreSQL cannot be reached, as `write` does.
+    private func handBack(token: UUID) async {
+        let giveUp = ContinuousClock.now + leaseDuration * 2
+        var pause = Duration.milliseconds(50)
+        while true {
+            do {
+                guard let jobID = try await database.withConnection({ try await ClaimQuery.claimed(token: token, workerID: id, on: $0) }) else { return }
+                _ = await write(Completion(jobID: jobID, claim: token, workerID: id,
+                                           outcome: .defer_(after: .zero, code: .engineError, message: "the claim did not complete")))
+                return
+            } catch {
+                guard ContinuousClock.now + pause < giveUp else {
+                    logger.error("a claim whose commit may have happened could not be checked; the rescue hands its job on once this lease lapses",
+                                 metadata: ["error": "\(error)"])
+                    return
+                }
+                await Self.pause(pause)
+                pause = min(pause * 2, .seconds(2))
+            }
+        }
     }
 
     /// Registers this process's lease, trying again while PostgreSQL cannot be reached, then renews

@@ -33,7 +33,7 @@ public actor PostgresConnection: PooledConnection {
     private var preparedStatements: [StatementKey: String] = [:]
     private static let maxPreparedStatements = 256
 
-    private struct StatementKey: Hashable {
+    struct StatementKey: Hashable {
         var sql: String
         var types: [UInt32]
     }
@@ -96,6 +96,9 @@ public actor PostgresConnection: PooledConnection {
         await thread.shutdown()
     }
 
+    /// Marks the connection unusable: the pool closes it instead of lending it again.
+    func markBroken() { broken.store(true, ordering: .relaxed) }
+
     private func finish() {
         if let handle { PQfinish(handle) }
         handle = nil
@@ -109,16 +112,7 @@ public actor PostgresConnection: PooledConnection {
     public func query(_ query: PostgresQuery) throws -> PostgresRows {
         let conn = try liveHandle()
         let key = StatementKey(sql: query.sql, types: query.binds.map(\.type.rawValue))
-        var name = preparedStatements[key]
-        if name == nil, preparedStatements.count < Self.maxPreparedStatements {
-            let newName = "wa_\(preparedStatements.count)"
-            let result = key.types.withUnsafeBufferPointer { types in
-                PQprepare(conn, newName, query.sql, Int32(types.count), types.baseAddress)
-            }
-            try consume(result, conn)
-            preparedStatements[key] = newName
-            name = newName
-        }
+        let name = try preparedName(query, conn)
         let result = withParameters(query.binds) { count, values, lengths, formats in
             if let name {
                 return PQexecPrepared(conn, name, count, values, lengths, formats, 1)
@@ -128,6 +122,21 @@ public actor PostgresConnection: PooledConnection {
             }
         }
         return try consume(result, conn)
+    }
+
+    /// The name `query` is prepared under on this connection, preparing it on first use; nil once
+    /// `maxPreparedStatements` are prepared (it then runs unnamed).
+    func preparedName(_ query: PostgresQuery, _ conn: OpaquePointer) throws -> String? {
+        let key = StatementKey(sql: query.sql, types: query.binds.map(\.type.rawValue))
+        if let name = preparedStatements[key] { return name }
+        guard preparedStatements.count < Self.maxPreparedStatements else { return nil }
+        let name = "wa_\(preparedStatements.count)"
+        let result = key.types.withUnsafeBufferPointer { types in
+            PQprepare(conn, name, query.sql, Int32(types.count), types.baseAddress)
+        }
+        try consume(result, conn)
+        preparedStatements[key] = name
+        return name
     }
 
     /// Runs one or more statements without parameters (the simple query protocol), for DDL and
@@ -243,7 +252,7 @@ public actor PostgresConnection: PooledConnection {
 
     // MARK: libpq plumbing
 
-    private func liveHandle() throws -> OpaquePointer {
+    func liveHandle() throws -> OpaquePointer {
         guard let handle, !isBroken else {
             throw PostgresError(kind: .connection, message: "connection is closed")
         }
@@ -251,7 +260,7 @@ public actor PostgresConnection: PooledConnection {
     }
 
     /// Lays the parameters out in one buffer and passes libpq pointers into it.
-    private func withParameters<R>(
+    func withParameters<R>(
         _ binds: [PostgresBind],
         _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> R
     ) -> R {
@@ -285,7 +294,7 @@ public actor PostgresConnection: PooledConnection {
 
     /// Checks a result, copies its rows out and frees it.
     @discardableResult
-    private func consume(_ result: OpaquePointer?, _ conn: OpaquePointer) throws -> PostgresRows {
+    func consume(_ result: OpaquePointer?, _ conn: OpaquePointer) throws -> PostgresRows {
         guard let result else {
             throw connectionError(conn)
         }
@@ -311,7 +320,7 @@ public actor PostgresConnection: PooledConnection {
         }
     }
 
-    private func connectionError(_ conn: OpaquePointer) -> PostgresError {
+    func connectionError(_ conn: OpaquePointer) -> PostgresError {
         broken.store(true, ordering: .relaxed)
         let message = Self.trim(String(cString: PQerrorMessage(conn)))
         logger.warning("postgres connection broken", metadata: ["error": "\(message)"])

@@ -100,6 +100,29 @@ struct PostgresClientTests {
         #expect(connection.isBroken == false)
     }
 
+    /// A pipeline's statements run in order in one round trip, each with its own result; one that
+    /// fails skips the rest, its error is thrown, and after a ROLLBACK the connection goes on.
+    @Test func aPipelineRunsItsStatementsInOrderAndStopsAtTheFirstFailure() async throws {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        try await connection.execute("CREATE TEMP TABLE pipeline_probe (id int PRIMARY KEY)")
+        let rows = try await connection.pipeline([.begin, "INSERT INTO pipeline_probe VALUES (\(1)) RETURNING id",
+                                                  "SELECT count(*) FROM pipeline_probe", .commit])
+        #expect(rows.count == 4)
+        #expect(try rows[1][0].decode(Int.self, at: 0) == 1 && rows[2][0].decode(Int.self, at: 0) == 1)
+
+        await #expect(throws: PostgresError.self) {
+            _ = try await connection.pipeline([.begin, "INSERT INTO pipeline_probe VALUES (\(2))", "SELECT 1 / \(0)",
+                                               "INSERT INTO pipeline_probe VALUES (\(3))", .commit])
+        }
+        // The block is open and failed, as after any failed statement in it.
+        await #expect(throws: PostgresError.self) { try await connection.query("SELECT \(1)") }
+        try await connection.execute("ROLLBACK")
+        #expect(try await connection.query("SELECT array_agg(id ORDER BY id)::text FROM pipeline_probe")[0].decode(String.self, at: 0) == "{1}")
+        #expect(try await connection.query("SELECT \(41) + 1")[0].decode(Int.self, at: 0) == 42)
+        #expect(connection.isBroken == false)
+    }
+
     /// A server WARNING reaches the connection's logger, with its severity and SQLSTATE, instead
     /// of libpq's default of printing it raw to stderr.
     @Test func serverNoticesGoToTheLogger() async throws {

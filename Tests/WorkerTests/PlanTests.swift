@@ -83,19 +83,19 @@ struct PlanTests {
         try await fixture.database.query("UPDATE wa_outbox.lanes SET ready_at = now() - interval '1 second'")
         let (plan, claimed) = try await fixture.database.withConnection { connection in
             try await connection.withTransaction { connection in
-                let sent = try await Outbox.enqueue(EnqueueRequest(org: "org1", session: "plan1", kind: .send,
-                                                                   payload: #"{"type":"text","chat":"4917700000000@s.whatsapp.net","text":"now"}"#),
-                                                    on: connection)
+                let request = EnqueueRequest(org: "org1", session: "plan1", kind: .send,
+                                             payload: #"{"type":"text","chat":"4917700000000@s.whatsapp.net","text":"now"}"#)
+                try await connection.query(Outbox.query(request, function: "enqueue_to_claim"))
                 try await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                try await connection.execute("PREPARE plan_one(int8, int8, uuid, uuid) AS " + ClaimQuery.oneJobSQL)
-                let explain = "EXPLAIN EXECUTE plan_one(\(sent.outboxId), \(sent.outboxId), gen_random_uuid(), gen_random_uuid())"
-                let plan = try await connection.query(PostgresQuery(explain, binds: []))
+                try await connection.execute("PREPARE plan_one(uuid, uuid) AS " + ClaimQuery.enqueuedSQL)
+                let plan = try await connection.query("EXPLAIN EXECUTE plan_one(gen_random_uuid(), gen_random_uuid())")
                     .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
                 try await connection.execute("DEALLOCATE plan_one")
-                return (plan, try await ClaimQuery.claimJob(Int64(sent.outboxId)!, workerID: UUID(), on: connection).jobs)
+                let claim = ClaimQuery.claimEnqueued(workerID: UUID(), token: UUID())
+                return (plan, try ClaimQuery.batch(from: try await connection.query(claim)).jobs)
             }
         }
-        #expect(plan.contains("Index Scan using lanes_pkey on lanes") && !plan.contains("lanes_session_ready") && !plan.contains("lanes_ready"),
+        #expect(plan.contains("lanes_pkey") && !plan.contains("lanes_session_ready") && !plan.contains("lanes_ready"),
                 "the claim of one job does not probe its lane by primary key:\n\(plan)")
         #expect(claimed.count == 1)
         await fixture.close()

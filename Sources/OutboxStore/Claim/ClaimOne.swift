@@ -3,8 +3,10 @@ import OutboxCore
 import PostgresClient
 
 extension ClaimQuery {
-    /// Claims one job by its id, in the transaction that enqueued it: what an API process does with
-    /// a synchronous send it dispatches itself (`JobDispatch.DirectDispatch`).
+    /// Claims the job `wa_outbox.enqueue_to_claim` enqueued earlier in the same transaction (it
+    /// names it in the setting `wa_outbox.enqueued_job`; a replayed request names none): what an
+    /// API process does with a synchronous send it dispatches itself (`JobDispatch.DirectDispatch`),
+    /// sent in one round trip with the enqueue.
     ///
     /// It takes the job only where the worker's claim would: when it is its lane's head (no earlier
     /// job of the chat is queued or running), it is due, and its session is active, connected, out
@@ -18,15 +20,26 @@ extension ClaimQuery {
     /// join, or with `ready_at` inside the probe, the plan walked `lanes_session_ready` over every
     /// ready lane (of all sessions, or of this one), thousands under a backlog.
     ///
-    /// $1 and $2: the job id (as the target and as the head it must be), $3: the claimer's id (its
-    /// lease in `wa_outbox.workers`), $4: the claim's token, as `takeDue` numbers them.
-    public static func claimJob(_ jobID: Int64, workerID: UUID, on connection: PostgresConnection) async throws -> Batch {
-        try batch(from: try await connection.query(PostgresQuery(oneJobSQL, binds: [jobID.postgresBind, jobID.postgresBind, workerID.postgresBind, UUID().postgresBind])))
+    /// `token` is the claim's: the caller picks it, so that if the commit's fate is unknown it can
+    /// find the job by it (`claimed(token:workerID:on:)`).
+    public static func claimEnqueued(workerID: UUID, token: UUID) -> PostgresQuery {
+        PostgresQuery(enqueuedSQL, binds: [workerID.postgresBind, token.postgresBind])
     }
 
-    public static let oneJobSQL = """
+    /// The job a claim with `token` took, if it committed and the job still runs under `workerID`.
+    /// Running jobs are found through their busy lanes (`lanes_running`), never by scanning jobs.
+    public static func claimed(token: UUID, workerID: UUID, on connection: PostgresConnection) async throws -> Int64? {
+        try await connection.query("""
+            SELECT j.id FROM wa_outbox.lanes l JOIN wa_outbox.jobs j ON j.id = l.running_job
+            WHERE l.busy AND j.worker_id = \(workerID) AND j.claim_token = \(token)
+            """).first.map { try $0.decode(Int64.self, at: 0) }
+    }
+
+    /// $1: the claimer's id (its lease in `wa_outbox.workers`), $2: the claim's token.
+    public static let enqueuedSQL = """
             WITH target AS (
-                SELECT j.session_id, j.chat FROM wa_outbox.jobs j WHERE j.id = $1
+                SELECT j.id, j.session_id, j.chat FROM wa_outbox.jobs j
+                WHERE j.id = nullif(current_setting('wa_outbox.enqueued_job', true), '')::int8
             ),
             runnable AS (
                 SELECT s.id FROM target t
@@ -49,8 +62,8 @@ extension ClaimQuery {
                 CROSS JOIN LATERAL (
                     \(laneHead)
                 ) h
-                WHERE l.ready_at <= now() AND h.id = $2 AND h.available_at <= now()
+                WHERE l.ready_at <= now() AND h.id = t.id AND h.available_at <= now()
             ),
-            \(takeDue)
+            \(takeDue(worker: "$1", token: "$2"))
             """
 }

@@ -64,7 +64,7 @@ public enum ClaimQuery {
     }
 
     /// The jobs of a claim's rows: each a claimed job followed by its session's settings.
-    static func batch(from rows: PostgresRows) throws -> Batch {
+    public static func batch(from rows: PostgresRows) throws -> Batch {
         var batch = Batch()
         for row in rows {
             let job = ClaimedJob(
@@ -138,7 +138,7 @@ public enum ClaimQuery {
                 FROM picked p
                 WHERE p.available_at > now() AND l.session_id = p.session_id AND l.chat = p.chat
             ),
-            \(takeDue)
+            \(takeDue(worker: "$3", token: "$4"))
             """
 
     /// A session `s` whose jobs may be claimed: active, connected (or not asked yet), out of its
@@ -155,13 +155,14 @@ public enum ClaimQuery {
         LIMIT 1
         """
 
-    /// What every claim does with the jobs it found (a CTE `due` with a `job_id` column; $3: the
-    /// worker id, $4: the claim's token): takes those still queued, marks their lanes busy and
-    /// counts them into their sessions' in-flight, and returns each with its session's settings.
-    static let takeDue = """
+    /// What every claim does with the jobs it found (a CTE `due` with a `job_id` column; `worker`
+    /// and `token`: the parameters of the claimer's id and of the claim's token): takes those still
+    /// queued, marks their lanes busy and counts them into their sessions' in-flight, and returns
+    /// each with its session's settings.
+    static func takeDue(worker: String, token: String) -> String { """
             claimed AS (
                 UPDATE wa_outbox.jobs j
-                SET state = 'running', attempts = j.attempts + 1, claim_token = $4, worker_id = $3
+                SET state = 'running', attempts = j.attempts + 1, claim_token = \(token), worker_id = \(worker)
                 FROM due d
                 WHERE j.id = d.job_id AND j.state IS NOT DISTINCT FROM 'queued'
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text AS payload,
@@ -182,4 +183,5 @@ public enum ClaimQuery {
                    \(SessionRecord.settingsColumns(of: "s"))
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
             """
+    }
 }

@@ -52,33 +52,44 @@ public enum Outbox {
         try await enqueue(request, on: connection, function: "enqueue")
     }
 
-    /// On the caller's connection without a NOTIFY: the caller wakes workers and event streams
-    /// once its transaction has committed (a `WakeupNotifier`).
-    public static func enqueueNotifyingAfterCommit(_ request: EnqueueRequest, on connection: PostgresConnection) async throws(OutboxError) -> SendResult {
-        try await enqueue(request, on: connection, function: "enqueue_notify_after_commit")
-    }
-
     /// `function`: `enqueue`, or `enqueue_notify_after_commit` for a caller that notifies itself.
     static func enqueue(_ request: EnqueueRequest, on connection: PostgresConnection, function: String) async throws(OutboxError) -> SendResult {
         let rows: PostgresRows
         do {
-            var query = PostgresQuery("SELECT outbox_id, wa_message_id, replayed, status, created_at FROM wa_outbox." + function)
-            query.append("(", request.org)
-            query.append(", ", request.session)
-            query.append(", ", request.kind.rawValue)
-            query.append(", ", PostgresJSONB(request.payload))
-            query.append(", ", request.idempotencyKey)
-            query.append(", coalesce(", request.runAt)
-            query.append(", now()), ", request.trace?.traceParent)
-            query.append(", ", request.trace?.traceState)
-            query.append(")")
-            rows = try await connection.query(query)
-        } catch let error as PostgresError {
-            if let refused = OutboxError.refusedInput(error) { throw refused }
-            throw OutboxError(.engineError, "enqueue failed: \(error)")
+            rows = try await connection.query(query(request, function: function))
         } catch {
-            throw OutboxError(.engineError, "enqueue failed: \(error)")
+            throw failure(error)
         }
+        return try result(from: rows)
+    }
+
+    /// The statement that enqueues `request` through the SQL function `function`: `enqueue`,
+    /// `enqueue_notify_after_commit`, or `enqueue_to_claim` (migration 0020: it also names the new
+    /// job for `ClaimQuery.claimEnqueued` in the same transaction).
+    public static func query(_ request: EnqueueRequest, function: String) -> PostgresQuery {
+        var query = PostgresQuery("SELECT outbox_id, wa_message_id, replayed, status, created_at FROM wa_outbox." + function)
+        query.append("(", request.org)
+        query.append(", ", request.session)
+        query.append(", ", request.kind.rawValue)
+        query.append(", ", PostgresJSONB(request.payload))
+        query.append(", ", request.idempotencyKey)
+        query.append(", coalesce(", request.runAt)
+        query.append(", now()), ", request.trace?.traceParent)
+        query.append(", ", request.trace?.traceState)
+        query.append(")")
+        return query
+    }
+
+    /// What an enqueue's failure means to its caller: the input's fault (`validation_error`, …), or
+    /// the database's.
+    public static func failure(_ error: any Error) -> OutboxError {
+        if let error = error as? OutboxError { return error }
+        if let error = error as? PostgresError, let refused = OutboxError.refusedInput(error) { return refused }
+        return OutboxError(.engineError, "enqueue failed: \(error)")
+    }
+
+    /// The result of `query`'s row.
+    public static func result(from rows: PostgresRows) throws(OutboxError) -> SendResult {
         do {
             let row = rows[0]
             return SendResult(

@@ -1,0 +1,64 @@
+import CLibPQ
+
+extension PostgresQuery {
+    public static let begin = PostgresQuery("BEGIN", binds: [])
+    public static let commit = PostgresQuery("COMMIT", binds: [])
+}
+
+extension PostgresConnection {
+    /// Runs `queries` in one network round trip (libpq's pipeline mode): all are sent, then one
+    /// Sync, and their results are read in order. Each is prepared on first use, beforehand.
+    ///
+    /// A statement that fails makes the server skip the ones after it, and its error is thrown.
+    /// Between `.begin` and `.commit`, such a failure leaves the transaction block open and failed:
+    /// the caller rolls it back. A connection whose pipeline cannot be ended cleanly is marked broken.
+    public func pipeline(_ queries: [PostgresQuery]) throws -> [PostgresRows] {
+        let conn = try liveHandle()
+        var names: [String] = []
+        for query in queries {
+            guard let name = try preparedName(query, conn) else {
+                throw PostgresError(kind: .server, message: "too many prepared statements on this connection for a pipeline")
+            }
+            names.append(name)
+        }
+        guard PQenterPipelineMode(conn) == 1 else { throw connectionError(conn) }
+        defer { endPipeline(conn) }
+        for (query, name) in zip(queries, names) {
+            let sent = withParameters(query.binds) { count, values, lengths, formats in
+                PQsendQueryPrepared(conn, name, count, values, lengths, formats, 1)
+            }
+            guard sent == 1 else { throw connectionError(conn) }
+        }
+        guard PQpipelineSync(conn) == 1 else { throw connectionError(conn) }
+        var rows: [PostgresRows] = []
+        var failure: (any Error)?
+        for _ in queries {
+            guard let result = PQgetResult(conn) else { throw connectionError(conn) }
+            if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
+                PQclear(result)
+            } else {
+                do { rows.append(try consume(result, conn)) } catch { failure = failure ?? error }
+            }
+            // Each statement's results end with a null one.
+            if let extra = PQgetResult(conn) {
+                PQclear(extra)
+                markBroken()
+                throw PostgresError(kind: .connection, message: "a pipelined statement answered more than one result")
+            }
+        }
+        guard let sync = PQgetResult(conn) else { throw connectionError(conn) }
+        let synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC
+        PQclear(sync)
+        if let failure { throw failure }
+        guard synced else {
+            markBroken()
+            throw PostgresError(kind: .connection, message: "the pipeline ended without its Sync")
+        }
+        return rows
+    }
+
+    /// Leaves pipeline mode; a connection that cannot (results left unread) is of no further use.
+    private func endPipeline(_ conn: OpaquePointer) {
+        if PQexitPipelineMode(conn) != 1 { markBroken() }
+    }
+}
