@@ -7,12 +7,12 @@ import OutboxStore
 import PostgresClient
 
 /// A synchronous send dispatched by the API process that took the request, instead of by a worker
-/// woken for it: one transaction enqueues the job and claims it, then the engine is called and the
-/// completion written, with no process in between (BENCHMARKS.md, *Where a synchronous send's 8 ms
-/// go*).
+/// woken for it: one transaction, sent in one round trip, enqueues the job and claims it; then the
+/// engine is called and the completion written, with no process in between (BENCHMARKS.md,
+/// *Synchronous sends dispatched by the API*).
 ///
 /// It is the worker's way, not a second one:
-/// - **The same claim rules** (`ClaimQuery.claimJob`): only its chat's head, only when its session
+/// - **The same claim rules** (`ClaimQuery.claimEnqueued`): only its chat's head, only when its session
 ///   is active, connected, out of its rate-limit wait and below its cap. Otherwise the job is left
 ///   queued for the workers and the request waits for its final event, as every sync send did.
 /// - **The same dispatch** (`Dispatcher`: prepare, Redis admission and dispatch lock, reconcile,
