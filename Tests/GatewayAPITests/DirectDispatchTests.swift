@@ -75,30 +75,35 @@ struct DirectDispatchTests {
         }
     }
 
+    /// An engine slower than the request's deadline: the API answers 202 naming the job, and its
+    /// own dispatch carries on to the end (no worker runs): sent once, one final event.
+    @Test func aSendSlowerThanItsDeadlineIsAnswered202AndStillSentOnce() async throws {
+        let lone = try await LoneAPI.start(simulator: ["--sim-latency-ms", "2500"], api: ["--sync-timeout-ms", "500"])
+        defer { lone.stop() }
+        let (database, simulator, port, key) = (lone.database, lone.simulator, lone.port, lone.key)
+        let deadline = ContinuousClock.now + Self.liveness
+        let answer = try await request(port: port, method: "POST", "/api/v1/sessions/s1/messages",
+                                       headers: [("Authorization", "Bearer \(key)"), ("Content-Type", "application/json")], body: Self.text(1, "slow"))
+        #expect(answer.status == 202, "\(answer.body)")
+        let outboxID = try #require(try Self.json(answer.body)["outboxId"] as? String)
+        while try await database.query("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'")[0].decode(Int.self, at: 0) == 0 {
+            try #require(ContinuousClock.now < deadline, "the API's dispatch never finished: \(lone.api.stderr.suffix(2_000))")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let job = try await database.query("SELECT id, attempts FROM wa_outbox.jobs")
+        #expect(try String(job[0].decode(Int64.self, at: 0)) == outboxID && job[0].decode(Int.self, at: 1) == 1)
+        #expect(try await database.query("SELECT count(*) FROM wa_outbox.events WHERE status = 'sent'")[0].decode(Int.self, at: 0) == 1)
+        #expect(try await simulator.stats().delivered == 1)
+    }
+
     /// An API process killed while its engine call is under way: the job is neither lost nor sent
     /// twice. Its lease lapses, a worker's rescue requeues the job as `worker_lost` (it may have
     /// arrived), and the worker's attempt finds the message already there.
     @Test func anAPIKilledMidDispatchLeavesItsJobToTheRescue() async throws {
-        let url = try await TestEnvironment.freshDatabase(prefix: "direct")
-        let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 2, logger: TestEnvironment.logger)
-        defer { Task { await database.close() } }
-        try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
-        let simulator = try await HTTPSimulator.start(["--sim-latency-ms", "3000"])
-        defer { Task { await simulator.stop() } }
-        var record = SessionRecord(id: "s1", org: "org1", engine: "wuzapi", engineURL: simulator.baseURL, maxInFlight: 4)
-        (record.ratePerSecond, record.burst, record.pacing) = (100_000, 100_000, false)
-        try await SessionRegistry.upsert(record, in: database)
-        let port = try await TestEnvironment.freePort()
-        let api = try OutboxProcess(["api", "--database-url", url, "--listen", "127.0.0.1:\(port)", "--metrics-listen", "off", "--lease-ms", "1000"]
-                                    + LiveGateway.unlimited)
-        defer { api.signal(SIGKILL) }
-        let created = try await Subprocess.run(try TestEnvironment.executable(), ["apikeys", "create", "--database-url", url, "--org", "org1", "--name", "t", "--permissions", "send"])
-        let key = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let lone = try await LoneAPI.start(simulator: ["--sim-latency-ms", "3000"], api: ["--lease-ms", "1000"])
+        defer { lone.stop() }
+        let (url, database, simulator, api, port, key) = (lone.url, lone.database, lone.simulator, lone.api, lone.port, lone.key)
         let deadline = ContinuousClock.now + Self.liveness
-        while try await database.query("SELECT count(*) FROM wa_outbox.workers WHERE name LIKE 'api-%'")[0].decode(Int.self, at: 0) == 0 {
-            try #require(ContinuousClock.now < deadline && api.process.isRunning, "the API never took its lease: \(api.stderr.suffix(2_000))")
-            try await Task.sleep(for: .milliseconds(100))
-        }
         let sending = Task {
             try? await request(port: port, method: "POST", "/api/v1/sessions/s1/messages",
                                headers: [("Authorization", "Bearer \(key)"), ("Content-Type", "application/json")], body: Self.text(1, "once"))
@@ -137,5 +142,55 @@ struct DirectDispatchTests {
 
     static func json(_ body: String) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+    }
+}
+
+/// One API process and no worker, on a database of its own, with the HTTP simulator (wuzapi's
+/// dialect) as session s1's engine; returned once the API holds its dispatch lease.
+struct LoneAPI {
+    let url: String
+    let database: PostgresDatabase
+    let simulator: HTTPSimulator
+    let api: OutboxProcess
+    let port: Int
+    let key: String
+
+    static func start(simulator simulatorArguments: [String], api apiArguments: [String]) async throws -> LoneAPI {
+        let url = try await TestEnvironment.freshDatabase(prefix: "direct")
+        let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 2, logger: TestEnvironment.logger)
+        try await Migrator(migrations: try Migration.load(directory: TestEnvironment.migrationsDirectory), logger: TestEnvironment.logger).migrate(database)
+        let simulator = try await HTTPSimulator.start(simulatorArguments)
+        var record = SessionRecord(id: "s1", org: "org1", engine: "wuzapi", engineURL: simulator.baseURL, maxInFlight: 4)
+        (record.ratePerSecond, record.burst, record.pacing) = (100_000, 100_000, false)
+        try await SessionRegistry.upsert(record, in: database)
+        let port = try await TestEnvironment.freePort()
+        let api = try OutboxProcess(["api", "--database-url", url, "--listen", "127.0.0.1:\(port)", "--metrics-listen", "off"]
+                                    + LiveGateway.unlimited + apiArguments)
+        let lone = LoneAPI(url: url, database: database, simulator: simulator, api: api, port: port,
+                           key: try await Self.key(url))
+        let deadline = ContinuousClock.now + DirectDispatchTests.liveness
+        while try await database.query("SELECT count(*) FROM wa_outbox.workers WHERE name LIKE 'api-%'")[0].decode(Int.self, at: 0) == 0 {
+            guard ContinuousClock.now < deadline, api.process.isRunning else {
+                lone.stop()
+                throw TimedOut.because("the API never took its lease: \(api.stderr.suffix(2_000))")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return lone
+    }
+
+    private static func key(_ url: String) async throws -> String {
+        let created = try await Subprocess.run(try TestEnvironment.executable(), ["apikeys", "create", "--database-url", url, "--org", "org1",
+                                                                                  "--name", "t", "--permissions", "send"])
+        return created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func stop() {
+        api.signal(SIGKILL)
+        let (simulator, database) = (simulator, database)
+        Task {
+            await simulator.stop()
+            await database.close()
+        }
     }
 }

@@ -9,6 +9,7 @@ import JobDispatch
 import OutboxCore
 import OutboxStore
 import PostgresClient
+import Synchronization
 
 /// The seed's message endpoints: send (sync or `?async=true`), edit, revoke, and one message.
 ///
@@ -111,17 +112,21 @@ struct MessageRoutes {
         }
     }
 
-    /// The task's value, or nil if the deadline comes first (the task goes on).
+    /// The task's value, or nil if the deadline comes first. Neither waits for the other: the
+    /// dispatch goes on past the deadline (a task group would wait for it, holding the answer).
     private static func value(of task: Task<StatusEvent?, Never>, until deadline: ContinuousClock.Instant) async -> StatusEvent? {
-        await withTaskGroup(of: StatusEvent??.self) { group in
-            group.addTask { .some(await task.value) }
-            group.addTask {
+        let first = FirstAnswer()
+        return await withCheckedContinuation { continuation in
+            first.wait(continuation)
+            let timer = Task {
                 try? await Task.sleep(until: deadline)
-                return .none
+                first.answer(nil)
             }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first ?? nil
+            Task {
+                let value = await task.value
+                timer.cancel()
+                first.answer(value)
+            }
         }
     }
 
@@ -181,4 +186,20 @@ struct MessageDetail: Encodable {
 
 extension HTTPField.Name {
     static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+}
+
+/// Resumes a waiting continuation with the first answer given; later ones are dropped.
+private final class FirstAnswer: Sendable {
+    private let waiting = Mutex<CheckedContinuation<StatusEvent?, Never>?>(nil)
+
+    func wait(_ continuation: CheckedContinuation<StatusEvent?, Never>) {
+        waiting.withLock { $0 = continuation }
+    }
+
+    func answer(_ value: StatusEvent?) {
+        waiting.withLock { continuation in
+            continuation?.resume(returning: value)
+            continuation = nil
+        }
+    }
 }
