@@ -87,7 +87,7 @@ public final class DirectDispatch: Sendable {
         } catch {
             // Unless PostgreSQL refused a statement (then nothing committed), the commit's fate is
             // unknown: a job the claim took goes back through a fenced completion.
-            if !((error as? PostgresError)?.kind == .server || error is OutboxError) { Task { await self.handBack(token: token) } }
+            if (error as? PostgresError)?.kind != .server { Task { await self.handBack(token: token) } }
             throw Outbox.failure(error)
         }
         guard let job = batch.jobs.first else {
