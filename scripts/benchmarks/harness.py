@@ -368,7 +368,8 @@ def script_scenario(name, title):
 SCENARIOS = {"drain": scenario_drain, "broadcast": lambda: scenario_drain(broadcast=True), "latency": scenario_latency, "backlog": scenario_backlog, "bloat": scenario_bloat,
              "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers,
              "api": script_scenario("api", "gateway API (wa-outbox api): synchronous sends at 100/s beside the engine call alone; async sends under wrk"),
-             "console": script_scenario("console", "operator console: each page with 1,000,000 jobs in the table (BENCH_CONSOLE_JOBS; 20,000 with --quick)")}
+             "console": script_scenario("console", "operator console: each page with 1,000,000 jobs in the table (BENCH_CONSOLE_JOBS; 20,000 with --quick)"),
+             "perjob": script_scenario("perjob", "what one job costs: worker and PostgreSQL CPU, rows and WAL per job, 20,000-job drains")}
 
 
 def main():
