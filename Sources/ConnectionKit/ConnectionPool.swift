@@ -4,7 +4,14 @@ import Logging
 public protocol PooledConnection: AnyObject, Sendable {
     /// True once the connection has seen an I/O failure; the pool then closes it instead of reusing it.
     var isBroken: Bool { get }
+    /// Whether it may be lent again as it is: false for one a caller gave back in a state the next
+    /// would inherit (inside a transaction); the pool closes that one alone.
+    var isReusable: Bool { get }
     func close() async
+}
+
+extension PooledConnection {
+    public var isReusable: Bool { !isBroken }
 }
 
 /// Errors raised by the pool itself (not by a connection).
@@ -141,7 +148,7 @@ public actor ConnectionPool<Connection: PooledConnection> {
     }
 
     private func release(_ connection: Connection) {
-        guard connection.isBroken || isClosed else {
+        guard connection.isBroken || !connection.isReusable || isClosed else {
             if !waiters.isEmpty {
                 waiters.removeFirst().continuation.resume(returning: .connection(connection))
             } else {
@@ -156,6 +163,8 @@ public actor ConnectionPool<Connection: PooledConnection> {
             logger.warning("connection broken; closing idle connections", metadata: [
                 "pool": "\(name)", "pool.closed_idle": "\(toClose.count - 1)",
             ])
+        } else if !connection.isReusable {
+            logger.warning("connection given back in a state the next user would inherit (an open transaction); closing it", metadata: ["pool": "\(name)"])
         }
         // The slots stay counted until the connections are closed.
         Task {

@@ -60,5 +60,6 @@ extension PostgresConnection {
     /// Leaves pipeline mode; a connection that cannot (results left unread) is of no further use.
     private func endPipeline(_ conn: OpaquePointer) {
         if PQexitPipelineMode(conn) != 1 { markBroken() }
+        noteTransactionState(conn)
     }
 }

@@ -28,6 +28,7 @@ public actor PostgresConnection: PooledConnection {
     private let thread: DedicatedThread
     private var handle: OpaquePointer?
     private let broken = Atomic<Bool>(false)
+    private let inTransaction = Atomic<Bool>(false)
     private let logger: Logger
     private let notices: NoticeSink
     private var preparedStatements: [StatementKey: String] = [:]
@@ -42,6 +43,10 @@ public actor PostgresConnection: PooledConnection {
 
     /// True once the connection has failed at the transport level; it must then be closed.
     public nonisolated var isBroken: Bool { broken.load(ordering: .relaxed) }
+
+    /// False while the server holds a transaction block open on this connection (as of the last
+    /// statement): a pool does not lend it again.
+    public nonisolated var isReusable: Bool { !isBroken && !inTransaction.load(ordering: .relaxed) }
 
     private init(thread: DedicatedThread, logger: Logger) {
         self.thread = thread
@@ -98,6 +103,12 @@ public actor PostgresConnection: PooledConnection {
 
     /// Marks the connection unusable: the pool closes it instead of lending it again.
     func markBroken() { broken.store(true, ordering: .relaxed) }
+
+    /// Records whether the server holds a transaction block open (`isReusable`).
+    func noteTransactionState(_ conn: OpaquePointer) {
+        let status = PQtransactionStatus(conn)
+        inTransaction.store(status == PQTRANS_INTRANS || status == PQTRANS_INERROR, ordering: .relaxed)
+    }
 
     private func finish() {
         if let handle { PQfinish(handle) }
@@ -162,94 +173,6 @@ public actor PostgresConnection: PooledConnection {
         return value
     }
 
-    // MARK: LISTEN / NOTIFY
-
-    /// Subscribes this connection to `channel`. Channel names are identifiers, so they are checked
-    /// against a strict pattern rather than bound as parameters.
-    public func listen(_ channel: String) throws {
-        guard Self.isPlainIdentifier(channel) else {
-            throw PostgresError(kind: .server, message: "invalid channel name \(channel)")
-        }
-        try execute("LISTEN \(channel)")
-    }
-
-    /// Blocks this connection's thread until a notification arrives, `wakeFD` becomes readable,
-    /// or `timeoutMilliseconds` pass; returns the notifications received (possibly none).
-    ///
-    /// It sleeps in `poll(2)` on the connection's socket: no busy polling.
-    func waitForNotifications(wakeFD: Int32, timeoutMilliseconds: Int32) throws -> [PostgresNotification] {
-        let conn = try liveHandle()
-        var received = try drainNotifications(conn)
-        if !received.isEmpty { return received }
-        var fds = [
-            pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
-        ]
-        let ready = poll(&fds, 2, timeoutMilliseconds)
-        if ready < 0 && errno != EINTR {
-            throw PostgresError(kind: .connection, message: "poll failed: errno \(errno)")
-        }
-        if fds[0].revents != 0 {
-            received = try drainNotifications(conn)
-        }
-        return received
-    }
-
-    /// Runs `SELECT 1` and waits at most `timeoutMilliseconds` for its answer; past that the
-    /// connection is marked broken and this throws. A peer that stops answering without closing
-    /// (a stuck proxy acknowledges every byte, so TCP keepalives and the user timeout never fire)
-    /// would otherwise hold a blocking query forever. Notifications that arrive meanwhile stay
-    /// queued in libpq for the next `waitForNotifications`.
-    func ping(timeoutMilliseconds: Int32) throws {
-        let conn = try liveHandle()
-        guard PQsendQuery(conn, "SELECT 1") == 1 else { throw connectionError(conn) }
-        let deadline = ContinuousClock.now + .milliseconds(Int(timeoutMilliseconds))
-        var flushed = false
-        while true {
-            if !flushed {
-                let flush = PQflush(conn)
-                guard flush >= 0 else { throw connectionError(conn) }
-                flushed = flush == 0
-            }
-            guard PQconsumeInput(conn) == 1 else { throw connectionError(conn) }
-            if flushed && PQisBusy(conn) == 0 { break }
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else {
-                broken.store(true, ordering: .relaxed)
-                throw PostgresError(kind: .connection, message: "the server did not answer within \(timeoutMilliseconds) ms")
-            }
-            var fd = pollfd(fd: PQsocket(conn), events: Int16(flushed ? POLLIN : POLLIN | POLLOUT), revents: 0)
-            let (seconds, attoseconds) = remaining.components
-            let wait = Int32(min(Int64(timeoutMilliseconds), seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1))
-            if poll(&fd, 1, wait) < 0 && errno != EINTR {
-                throw PostgresError(kind: .connection, message: "poll failed: errno \(errno)")
-            }
-        }
-        var failure: PostgresError?
-        while let result = PQgetResult(conn) {
-            if PQresultStatus(result) != PGRES_TUPLES_OK { failure = failure ?? PostgresError(kind: .server, message: Self.trim(String(cString: PQresultErrorMessage(result)))) }
-            PQclear(result)
-        }
-        if let failure { throw failure }
-    }
-
-    private func drainNotifications(_ conn: OpaquePointer) throws -> [PostgresNotification] {
-        guard PQconsumeInput(conn) == 1 else {
-            broken.store(true, ordering: .relaxed)
-            throw PostgresError(kind: .connection, message: Self.trim(String(cString: PQerrorMessage(conn))))
-        }
-        var received: [PostgresNotification] = []
-        while let notify = PQnotifies(conn) {
-            received.append(PostgresNotification(
-                channel: String(cString: notify.pointee.relname),
-                payload: String(cString: notify.pointee.extra),
-                backendPID: notify.pointee.be_pid
-            ))
-            PQfreemem(notify)
-        }
-        return received
-    }
-
     // MARK: libpq plumbing
 
     func liveHandle() throws -> OpaquePointer {
@@ -298,7 +221,10 @@ public actor PostgresConnection: PooledConnection {
         guard let result else {
             throw connectionError(conn)
         }
-        defer { PQclear(result) }
+        defer {
+            PQclear(result)
+            noteTransactionState(conn)
+        }
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY, PGRES_SINGLE_TUPLE:
             // A statement outside a transaction block commits when the server reads the Sync that

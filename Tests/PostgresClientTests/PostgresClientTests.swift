@@ -123,6 +123,25 @@ struct PostgresClientTests {
         #expect(connection.isBroken == false)
     }
 
+    /// A connection given back to the pool inside a transaction block is not lent again: the next
+    /// user would run inside someone else's transaction (or a failed one). It is closed, alone.
+    @Test func aConnectionGivenBackInsideATransactionIsNotLentAgain() async throws {
+        let database = PostgresDatabase(configuration: PostgresConfiguration(try TestEnvironment.databaseURL()), maxConnections: 1,
+                                        logger: TestEnvironment.logger)
+        defer { Task { await database.close() } }
+        let first = try await database.withConnection { connection in
+            try await connection.pipeline([.begin, "SET LOCAL statement_timeout = '1234ms'", "SELECT pg_backend_pid()"])[2][0].decode(Int.self, at: 0)
+        }
+        let (pid, timeout) = try await database.withConnection { connection in
+            let row = try await connection.query("SELECT pg_backend_pid(), current_setting('statement_timeout')")[0]
+            return (try row.decode(Int.self, at: 0), try row.decode(String.self, at: 1))
+        }
+        #expect(pid != first && timeout != "1234ms")
+        // A connection given back idle is lent again.
+        let again = try await database.withConnection { try await $0.query("SELECT pg_backend_pid()")[0].decode(Int.self, at: 0) }
+        #expect(again == pid)
+    }
+
     /// A server WARNING reaches the connection's logger, with its severity and SQLSTATE, instead
     /// of libpq's default of printing it raw to stderr.
     @Test func serverNoticesGoToTheLogger() async throws {
