@@ -261,7 +261,12 @@ public final class DirectDispatch: Sendable {
         let status: String
         var code: String?, message: String?
         switch outcome {
-        case .succeeded: status = ["send": "sent", "edit": "edited", "revoke": "revoked"][job.kind.rawValue] ?? "sent"
+        case .succeeded:
+            switch job.kind {
+            case .send: status = "sent"
+            case .edit: status = "edited"
+            case .revoke: status = "revoked"
+            }
         case .failed(let failure, let text): (status, code, message) = ("failed", failure.rawValue, text)
         case .retry, .defer_: return nil
         }

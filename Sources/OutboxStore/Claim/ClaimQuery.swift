@@ -51,8 +51,6 @@ public enum ClaimQuery {
     public struct Batch: Sendable {
         public var jobs: [ClaimedJob] = []
         public var sessions: [String: SessionRecord] = [:]
-
-        public init() {}
     }
 
     public static func claim(workerID: UUID, limit: Int, on connection: PostgresConnection) async throws -> Batch {
