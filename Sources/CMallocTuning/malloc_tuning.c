@@ -1,9 +1,40 @@
+#define _GNU_SOURCE  // open_memstream
+#include <stdio.h>  // first: defines __GLIBC__, which this file tests (without it, nothing was compiled)
+#include <stdlib.h>
+#include <string.h>
 #include "malloc_tuning.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
 
-int wa_limit_malloc_arenas(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
+/// One malloc arena instead of glibc's default of up to eight per core, unless the
+/// MALLOC_ARENA_MAX environment variable says otherwise. (Threads still allocate small blocks from
+/// their own tcache without the arena's lock; BENCHMARKS.md has the drains with one and two.)
+///
+/// A worker runs a dozen threads (one per database and Redis connection, the event loops, the
+/// cooperative pool), and glibc gives each new thread its own arena, whose freed memory no other
+/// thread reuses. glibc fixes its arena limit when the second arena is made, so the cap is set
+/// before any other thread allocates: here, when the binary is loaded, before main.
+///
+/// Until this was tested (MallocArenaTests), the cap never held: this file tested __GLIBC__
+/// before including any libc header, so the mallopt call was never compiled, and a draining
+/// worker kept nine arenas.
+__attribute__((constructor)) static void wa_cap_malloc_arenas(void) {
+    if (getenv("MALLOC_ARENA_MAX") == NULL) mallopt(M_ARENA_MAX, 1);
+}
+
+int wa_malloc_arena_count(void) {
+    char *report = NULL;
+    size_t size = 0;
+    FILE *stream = open_memstream(&report, &size);
+    if (stream == NULL) return -1;
+    malloc_info(0, stream);
+    fclose(stream);
+    int count = 0;
+    for (const char *at = report; (at = strstr(at, "<heap nr=")) != NULL; at++) count++;
+    free(report);
+    return count;
+}
 #else
-int wa_limit_malloc_arenas(int arenas) { (void)arenas; return 0; }
+int wa_malloc_arena_count(void) { return -1; }
 #endif

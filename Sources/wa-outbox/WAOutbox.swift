@@ -1,5 +1,5 @@
 import ArgumentParser
-import CMallocTuning
+import CMallocTuning  // linked for its load-time malloc arena cap
 import Foundation
 import LineOutput
 
@@ -12,7 +12,6 @@ struct WAOutbox: AsyncParsableCommand {
     )
 
     static func main() async {
-        limitMallocArenas()
         do {
             var command = try parseAsRoot(nil)
             if var command = command as? any AsyncParsableCommand {
@@ -26,16 +25,5 @@ struct WAOutbox: AsyncParsableCommand {
             await LogSetup.standardError.flush()
             exit(withError: error)
         }
-    }
-
-    /// Two malloc arenas instead of glibc's default of up to eight per core.
-    ///
-    /// A worker runs a dozen threads (one per database and Redis connection, the event loops,
-    /// the cooperative pool), and glibc gives each new thread its own arena, whose freed memory
-    /// no other thread reuses. Capped at two, a worker's peak RSS over HTTP dropped from 62 to
-    /// 57 MB with no change in throughput. Set before any other thread allocates; the
-    /// `MALLOC_ARENA_MAX` environment variable still wins.
-    private static func limitMallocArenas() {
-        if getenv("MALLOC_ARENA_MAX") == nil { _ = wa_limit_malloc_arenas(2) }
     }
 }

@@ -1,7 +1,8 @@
 #ifndef WA_OUTBOX_MALLOC_TUNING_H
 #define WA_OUTBOX_MALLOC_TUNING_H
 
-/// Caps glibc's malloc arenas (mallopt(M_ARENA_MAX, n)); a no-op off glibc. Returns 1 on success.
-int wa_limit_malloc_arenas(int arenas);
+/// Linking this target caps glibc's malloc arenas at one from before main (see malloc_tuning.c).
+/// The number of malloc arenas this process has (malloc_info(3)); -1 off glibc.
+int wa_malloc_arena_count(void);
 
 #endif
