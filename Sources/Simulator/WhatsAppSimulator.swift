@@ -237,7 +237,7 @@ public final class WhatsAppSimulator: Sendable {
             var hasher = Hasher()
             hasher.combine(session)
             hasher.combine(chat)
-            hasher.combine("\(content)")
+            hasher.combine(content)
             if !state.contents.insert(hasher.finalize()).inserted { state.deliveredTwice += 1 }
             state.delivered += 1
             record(Delivery(session: session, chat: chat, id: id, kind: "send", type: content.typeName, time: now.timeIntervalSince1970))

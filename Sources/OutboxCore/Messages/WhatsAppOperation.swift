@@ -1,13 +1,13 @@
 import Foundation
 
 /// What a send carries, decoded from the job's payload.
-public enum MessageContent: Sendable, Equatable {
+public enum MessageContent: Sendable, Hashable {
     case text(String)
     case poll(name: String, options: [String], multipleAnswers: Bool)
     case location(latitude: Double, longitude: Double, name: String?, address: String?)
     case contacts([Contact])
 
-    public struct Contact: Sendable, Equatable, Codable {
+    public struct Contact: Sendable, Hashable, Codable {
         public var name: String
         public var phone: String?
         public var vcard: String?

@@ -55,12 +55,20 @@ public enum CompletionQuery {
         var ids: [Int64] = [], claims: [String?] = [], workers: [String] = [], outcomes: [String] = []
         var codes: [String?] = [], messages: [String?] = [], delays: [Int64] = []
         var engineIDs: [String?] = [], keyIDs: [String?] = []
+        // A batch names few distinct UUIDs (one worker, one token per claim): each is spelled once.
+        var spelled: [UUID: String] = [:]
+        func text(_ id: UUID) -> String {
+            if let text = spelled[id] { return text }
+            let text = id.uuidString.lowercased()
+            spelled[id] = text
+            return text
+        }
         for completion in completions {
             engineIDs.append(completion.engineMessageID)
             keyIDs.append(completion.engineMessageID.map(MessageKey.keyID(of:)))
             ids.append(completion.jobID)
-            claims.append(completion.claim?.uuidString.lowercased())
-            workers.append(completion.workerID.uuidString.lowercased())
+            claims.append(completion.claim.map(text))
+            workers.append(text(completion.workerID))
             switch completion.outcome {
             case .succeeded:
                 outcomes.append("succeeded"); codes.append(nil); messages.append(nil); delays.append(0)
