@@ -14,7 +14,7 @@ import time
 import urllib.parse
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -28,6 +28,23 @@ def wait(driver, seconds):
     """A wait that looks again when the live page replaced the element it was reading (the
     sessions and stream pages refresh themselves: a stale element failed the test once)."""
     return WebDriverWait(driver, seconds, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+
+
+def live(condition):
+    """A wait condition over a page that replaces its own elements: an element replaced between
+    finding it and reading it means look again. Chromium reports that as a stale element or, while
+    the page swaps its table, as an inspector error ("Node with given id does not belong to the
+    document"), which failed this test once."""
+    def look(driver):
+        try:
+            return condition(driver)
+        except StaleElementReferenceException:
+            return False
+        except WebDriverException as error:
+            if "does not belong to the document" in (error.msg or ""):
+                return False
+            raise
+    return look
 
 
 def check(condition, what):
@@ -161,7 +178,7 @@ def main():
         shot(driver, args.screenshots, "sessions")
         driver.find_element(By.ID, "reason-s2").send_keys("window over")
         driver.find_element(By.CSS_SELECTOR, "form[action='/console/sessions/s2/resume'] button").click()
-        wait(driver, 20).until(lambda d: "active" in d.find_element(By.XPATH, "//table[@id='sessions-table']//tr[td[1]='s2']").text)
+        wait(driver, 20).until(live(lambda d: "active" in d.find_element(By.XPATH, "//table[@id='sessions-table']//tr[td[1]='s2']").text))
         driver.get(base + "/console/jobs")
         shot(driver, args.screenshots, "jobs")
 
@@ -207,7 +224,7 @@ def main():
         # The stream shows their 'sent' events as they happen.
         driver.switch_to.window(stream_tab)
         try:
-            wait(driver, 60).until(lambda d: len([r for r in d.find_elements(By.CSS_SELECTOR, "#stream tbody tr") if args.session in r.text]) >= int(args.failed_count))
+            wait(driver, 60).until(live(lambda d: len([r for r in d.find_elements(By.CSS_SELECTOR, "#stream tbody tr") if args.session in r.text]) >= int(args.failed_count)))
         except TimeoutException:
             check(False, "the live stream shows the replayed jobs' sent events: " + driver.find_element(By.ID, "stream").text)
         check(all("sent" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "#stream tbody tr")), "the stream's status filter holds")
