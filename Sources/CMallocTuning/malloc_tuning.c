@@ -8,7 +8,7 @@
 #include <malloc.h>
 
 /// One malloc arena instead of glibc's default of up to eight per core, unless the
-/// MALLOC_ARENA_MAX environment variable says otherwise. (Threads still allocate small blocks from
+/// MALLOC_ARENA_MAX environment variable (or glibc.malloc.arena_max in GLIBC_TUNABLES) says otherwise. (Threads still allocate small blocks from
 /// their own tcache without the arena's lock; BENCHMARKS.md has the drains with one and two.)
 ///
 /// A worker runs a dozen threads (one per database and Redis connection, the event loops, the
@@ -20,7 +20,10 @@
 /// before including any libc header, so the mallopt call was never compiled, and a draining
 /// worker kept nine arenas.
 __attribute__((constructor)) static void wa_cap_malloc_arenas(void) {
-    if (getenv("MALLOC_ARENA_MAX") == NULL) mallopt(M_ARENA_MAX, 1);
+    // An operator's own setting wins, by either of glibc's two spellings.
+    const char *tunables = getenv("GLIBC_TUNABLES");
+    if (getenv("MALLOC_ARENA_MAX") != NULL || (tunables != NULL && strstr(tunables, "glibc.malloc.arena_max") != NULL)) return;
+    mallopt(M_ARENA_MAX, 1);
 }
 
 int wa_malloc_arena_count(void) {

@@ -31,10 +31,10 @@ def wait(driver, seconds):
 
 
 def live(condition):
-    """A wait condition over a page that replaces its own elements: an element replaced between
-    finding it and reading it means look again. Chromium reports that as a stale element or, while
-    the page swaps its table, as an inspector error ("Node with given id does not belong to the
-    document"), which failed this test once."""
+    """A wait condition over a page that is being replaced (a form's POST redirecting to a new
+    page, or a live page refreshing its table): an element replaced between finding it and reading
+    it means look again. Chromium reports that as a stale element or as an inspector error ("Node
+    with given id does not belong to the document"), which failed this test once."""
     def look(driver):
         try:
             return condition(driver)
