@@ -4,8 +4,7 @@ throwaway PostgreSQL (durable commits) and Redis servers, then calls this with:
 
   WA_BIN, DATABASE_URL, BENCH_REDIS_URL, BENCH_OUT (folder for results.json and chart.png)
 
-Each scenario prints its figures and adds them to results.json. Nothing here asserts a time:
-benchmarks measure, tests check behaviour.
+Each scenario prints its figures and adds them to results.json. Nothing here asserts a time.
 """
 import json, os, signal, statistics, subprocess, sys, tempfile, time  # noqa: E401
 
@@ -369,7 +368,8 @@ SCENARIOS = {"drain": scenario_drain, "broadcast": lambda: scenario_drain(broadc
              "redis": scenario_redis, "ceiling": scenario_ceiling, "peers": scenario_peers,
              "api": script_scenario("api", "gateway API (wa-outbox api): synchronous sends at 100/s beside the engine call alone; async sends under wrk"),
              "console": script_scenario("console", "operator console: each page with 1,000,000 jobs in the table (BENCH_CONSOLE_JOBS; 20,000 with --quick)"),
-             "perjob": script_scenario("perjob", "what one job costs: worker and PostgreSQL CPU, rows and WAL per job, 20,000-job drains")}
+             "perjob": script_scenario("perjob", "what one job costs: worker and PostgreSQL CPU, rows and WAL per job, 20,000-job drains"),
+             "runs": script_scenario("runs", "runs of a chat's jobs, statements only: pgbench on a prototype claim taking ten jobs a lane, beside today's")}
 
 
 def main():
