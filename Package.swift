@@ -231,7 +231,7 @@ let package = Package(
             name: "WorkerTests",
             dependencies: [
                 "Worker", "JobDispatch", "OutboxStore", "OutboxCore", "Engines", "Simulator", "Coordination", "RedisClient", "PostgresClient",
-                "TestSupport", "Receipts", "CMallocTuning",
+                "TestSupport", "Receipts",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,5 +1,5 @@
 import ArgumentParser
-import CMallocTuning  // linked for its load-time malloc arena cap
+import CMallocTuning  // linked for its load-time malloc arena cap (MallocArenasCommand shows it)
 import Foundation
 import LineOutput
 
@@ -8,7 +8,7 @@ struct WAOutbox: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wa-outbox",
         abstract: "The asynchronous dispatch tier of the WhatsApp gateway.",
-        subcommands: [Migrate.self, WorkerCommand.self, APICommand.self, EnqueueCommand.self, SessionsCommand.self, APIKeysCommand.self, JobsCommand.self, EventsCommand.self, StatsCommand.self, WorkersCommand.self, PruneCommand.self, SimulatorCommand.self, BenchSQLCommand.self]
+        subcommands: [Migrate.self, WorkerCommand.self, APICommand.self, EnqueueCommand.self, SessionsCommand.self, APIKeysCommand.self, JobsCommand.self, EventsCommand.self, StatsCommand.self, WorkersCommand.self, PruneCommand.self, SimulatorCommand.self, BenchSQLCommand.self, MallocArenasCommand.self]
     )
 
     static func main() async {
