@@ -7,18 +7,19 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 
-/// One malloc arena instead of glibc's default of up to eight per core, unless the
-/// MALLOC_ARENA_MAX environment variable (or glibc.malloc.arena_max in GLIBC_TUNABLES) says otherwise. (Threads still allocate small blocks from
-/// their own tcache without the arena's lock; BENCHMARKS.md has the drains with one and two.)
+/// One malloc arena instead of glibc's default of up to eight per core, unless the operator says
+/// otherwise (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES). Threads still take
+/// small blocks from their own tcache without the arena's lock; BENCHMARKS.md has the drains with
+/// one arena and with two.
 ///
 /// A worker runs a dozen threads (one per database and Redis connection, the event loops, the
 /// cooperative pool), and glibc gives each new thread its own arena, whose freed memory no other
 /// thread reuses. glibc fixes its arena limit when the second arena is made, so the cap is set
 /// before any other thread allocates: here, when the binary is loaded, before main.
 ///
-/// Until this was tested (MallocArenaTests), the cap never held: this file tested __GLIBC__
-/// before including any libc header, so the mallopt call was never compiled, and a draining
-/// worker kept nine arenas.
+/// Until MallocArenaTests asked the executable (`wa-outbox malloc-arenas`), the cap never held:
+/// this file tested __GLIBC__ before including any libc header, so the mallopt call was never
+/// compiled, and a draining worker kept nine arenas.
 __attribute__((constructor)) static void wa_cap_malloc_arenas(void) {
     // An operator's own setting wins, by either of glibc's two spellings.
     const char *tunables = getenv("GLIBC_TUNABLES");
