@@ -25,7 +25,8 @@ public typealias EngineFactory = @Sendable (_ record: SessionRecord, _ credentia
 public final class EngineDirectory: Sendable {
     private let database: PostgresDatabase
     private let factories: [String: EngineFactory]
-    private let defaultLimits: SessionLimits
+    /// The limits of a session that sets none of its own.
+    public let defaultLimits: SessionLimits
     private let cache = NIOLockedValueBox<[String: (context: SessionContext, settings: SessionRecord, loaded: ContinuousClock.Instant)]>([:])
     private static let ttl: Duration = .seconds(30)
 

@@ -23,32 +23,47 @@ public final class Worker: Sendable {
     private let database: PostgresDatabase
     private let listenerConfiguration: PostgresConfiguration
     private let engines: EngineDirectory
-    private let dispatcher: Dispatcher
-    private let coordinator: Coordinator?
-    private let lease: LeaseKeeper
-    private let writer: CompletionWriter
-    private let logger: Logger
+    let dispatcher: Dispatcher
+    let coordinator: Coordinator?
+    let lease: LeaseKeeper
+    let writer: CompletionWriter
+    let logger: Logger
+    /// The runs this worker claims: as long as its default limits let sends go back to back.
+    private let runLimit: RunLimit
 
-    private struct Held {
+    struct Held {
         var job: ClaimedJob
         var life = JobLifecycle()
         var lock: MessageLock?
+        /// The last job of its run: the run ends when it leaves `running`.
+        var endsRun: Bool
     }
 
-    private struct State {
+    struct State {
         var running: [Int64: Held] = [:]
+        /// Runs claimed and not ended: what `concurrency` bounds (a run is one send at a time).
+        var runs = 0
         var stopping = false
         var dispatched = 0
         var reconciled = 0
+
+        /// Takes the job out of `running`, ending its run if it is the last.
+        mutating func remove(_ id: Int64) -> Held? {
+            guard let held = running.removeValue(forKey: id) else { return nil }
+            if held.endsRun { runs -= 1 }
+            return held
+        }
     }
 
-    private let state = NIOLockedValueBox(State())
+    let state = NIOLockedValueBox(State())
     private let wakeup = Wakeup()
-    private let finished = Wakeup()
-    private let gates = DispatchGates(permits: EngineHosts.connectionsPerHost)
+    let finished = Wakeup()
+    let gates = DispatchGates(permits: EngineHosts.connectionsPerHost)
 
     public init(id: UUID = UUID(), configuration: WorkerConfiguration, database: PostgresDatabase,
                 listenerConfiguration: PostgresConfiguration, engines: EngineDirectory, coordinator: Coordinator?, logger: Logger) {
+        let defaults = coordinator == nil ? nil : engines.defaultLimits
+        self.runLimit = RunLimit.runs(pacedByDefault: defaults?.pacing, defaultBurst: defaults?.burst)
         var logger = logger
         logger[metadataKey: "worker.id"] = "\(id)"
         self.id = id
@@ -138,25 +153,28 @@ public final class Worker: Sendable {
                 await wakeup.wait(timeout: configuration.pollInterval)
                 continue
             }
-            let free = configuration.concurrency - state.withLockedValue { $0.running.count }
+            let free = configuration.concurrency - state.withLockedValue { $0.runs }
             var claimed = 0
             var requested = 0
             if free > 0 {
                 requested = min(configuration.batchSize, free)
                 let batch: ClaimQuery.Batch
+                let runs: [[ClaimedJob]]
                 let verdict: Preflight.Verdict
                 do {
-                    (batch, verdict) = try await claim(limit: requested)
+                    (batch, runs, verdict) = try await claim(limit: requested)
                 } catch {
                     WorkerMetrics.postgresError()
                     logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
                     await wakeup.wait(timeout: configuration.pollInterval)
                     continue
                 }
-                claimed = batch.jobs.count
-                let go = batch.jobs.filter { job in
-                    guard let refusal = verdict.refused[job.id] else { return true }
-                    report(job, refusal)
+                claimed = runs.count
+                // Only edits and revokes are refused here, and each is a run of its own.
+                let go = runs.filter { run in
+                    guard let refusal = verdict.refused[run[0].id] else { return true }
+                    report(run[0], refusal)
+                    hold(run.dropFirst(), behind: refusal)
                     return false
                 }
                 // Preparing and admitting runs beside the next claim, in chunks, so the first
@@ -179,21 +197,25 @@ public final class Worker: Sendable {
     /// Claims and checks edits and revokes in one transaction, so a failure anywhere leaves the
     /// jobs queued. If the commit's fate is unknown (the connection broke), the jobs are handed
     /// back through fenced completions, which do nothing if the claim did not commit.
-    private func claim(limit: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
+    private func claim(limit: Int) async throws -> (ClaimQuery.Batch, [[ClaimedJob]], Preflight.Verdict) {
         var taken: [ClaimedJob] = []
         do {
             let (batch, verdict) = try await database.withConnection { connection in
                 try await connection.withTransaction { connection in
-                    let batch = try await ClaimQuery.claim(workerID: id, limit: limit, on: connection)
+                    let batch = try await ClaimQuery.claim(workerID: id, limit: limit, runs: runLimit, on: connection)
                     taken = batch.jobs
                     try configuration.afterClaim?()
                     return (batch, try await Preflight.check(batch.jobs, on: connection))
                 }
             }
+            let runs = Self.runs(of: batch.jobs)
             state.withLockedValue { state in
-                for job in batch.jobs { state.running[job.id] = Held(job: job) }
+                for run in runs {
+                    for job in run { state.running[job.id] = Held(job: job, endsRun: job.id == run.last?.id) }
+                }
+                state.runs += runs.count
             }
-            return (batch, verdict)
+            return (batch, runs, verdict)
         } catch {
             for job in taken {
                 writer.add(Completion(jobID: job.id, claim: job.claim, workerID: id,
@@ -214,95 +236,13 @@ public final class Worker: Sendable {
         }
     }
 
-    // MARK: Dispatching
-
-    /// Prepares each job; admits and dispatches those of engines inside the process at once, and
-    /// queues those of engine servers at their server's gate, where each is admitted only when a
-    /// connection is free for it.
-    private func dispatch(_ jobs: [ClaimedJob], targets: [Int64: String], sessions: [String: SessionRecord]) async {
-        var ready: [PreparedJob] = []
-        for job in jobs {
-            switch await dispatcher.prepare(job, engineTarget: targets[job.id], settings: sessions[job.sessionID]) {
-            case .success(let prepared): ready.append(prepared)
-            case .failure(let refusal): report(job, refusal.outcome)
-            }
-        }
-        let local = ready.filter { $0.context.engine.host == nil }
-        await withDiscardingTaskGroup { dispatches in
-            for (prepared, admission) in zip(local, await dispatcher.admit(local)) {
-                switch admission {
-                case .success(let lock): dispatches.addTask { await self.perform(prepared, lock: lock) }
-                case .failure(let wait): report(prepared.job, wait.outcome)
-                }
-            }
-            for prepared in ready {
-                guard let host = prepared.context.engine.host else { continue }
-                let work: DispatchGate.Work = { await self.admitAndPerform(prepared) }
-                if let runner = gates.gate(for: host).submit(work) { dispatches.addTask(operation: runner) }
-            }
-        }
-    }
-
-    private func admitAndPerform(_ prepared: PreparedJob) async {
-        guard state.withLockedValue({ $0.running[prepared.job.id]?.life.mayStart ?? false }) else { return }
-        switch await dispatcher.admit([prepared])[0] {
-        case .success(let lock): await perform(prepared, lock: lock)
-        case .failure(let wait): report(prepared.job, wait.outcome)
-        }
-    }
-
-    private func perform(_ prepared: PreparedJob, lock: MessageLock?) async {
-        let job = prepared.job
-        // A worker cut off from the database past its lease no longer owns its jobs, and a job
-        // handed back at shutdown is no longer this worker's to send.
-        let holds = lease.holds
-        let started = state.withLockedValue { state -> Bool in
-            guard holds, state.running[job.id]?.life.start() == true else { return false }
-            state.running[job.id]?.lock = lock
-            return true
-        }
-        guard started else {
-            finish(job, .defer_(after: .zero, code: .engineError, message: "this worker could not start the dispatch (lease or shutdown); the job goes back to the queue"), lock: lock)
-            return
-        }
-        // Asked again right before the send: a reconciliation (or a pause) may outlast the lease.
-        let lease = self.lease
-        let result = await dispatcher.perform(prepared, lock: lock, stillOwned: { lease.holds })
-        if result.reconciled { state.withLockedValue { $0.reconciled += 1 } }
-        report(job, result.outcome, lock: lock, engineMessageID: result.engineMessageID)
-    }
-
-    /// Logs a job's outcome (one line, with job, session and organization ids) and finishes it.
-    private func report(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
-        OutcomeLog.log(outcome, of: job, logger: logger)
-        WorkerMetrics.outcome(outcome, kind: job.kind)
-        finish(job, outcome, lock: lock, engineMessageID: engineMessageID)
-    }
-
-    /// Buffers the job's completion, unless it was handed back already (then only its lock goes).
-    private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
-        let accepted = state.withLockedValue { state -> Bool in
-            guard var held = state.running.removeValue(forKey: job.id), held.life.finish(outcome) != nil else { return false }
-            if case .defer_ = outcome {} else { state.dispatched += 1 }
-            return true
-        }
-        if accepted {
-            // A sent message is never dispatched again: its lock just expires. Locks of jobs that
-            // will run again are released once their completion is written.
-            writer.add(Completion(jobID: job.id, claim: job.claim, workerID: id, outcome: outcome,
-                                  engineMessageID: outcome == .succeeded ? engineMessageID : nil),
-                       releasing: outcome == .succeeded ? nil : lock)
-        } else if let lock, let coordinator, outcome != .succeeded {
-            // Handed back already: a message that did go out keeps its lock until it expires.
-            Task { await coordinator.release([lock]) }
-        }
-        finished.signal()
-    }
-
     /// Hands back every job still held (its completion says whether it may have been sent).
     private func handBackAll(reason: String) {
         let handed = state.withLockedValue { state -> [(ClaimedJob, Outcome)] in
-            defer { state.running.removeAll() }
+            defer {
+                state.running.removeAll()
+                state.runs = 0
+            }
             return state.running.values.compactMap { held in
                 var life = held.life
                 return life.handBack(reason: reason).map { (held.job, $0) }

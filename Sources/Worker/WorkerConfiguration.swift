@@ -6,7 +6,7 @@ import OutboxStore
 public struct WorkerConfiguration: Sendable {
     /// Shown in `wa_outbox.workers` and logs.
     public var name: String
-    /// Dispatches in flight in this process at most.
+    /// Dispatches in flight in this process at most: runs of a chat's sends (`RunLimit`), each one send at a time.
     public var concurrency = 512
     /// Jobs taken by one claim at most.
     public var batchSize = 500

@@ -6,16 +6,17 @@ import OutboxStore
 struct BenchSQLCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-sql",
-        abstract: "Print wa_bench.cycle(batch): the worker's claim and completion statements as one SQL function (for pgbench).",
+        abstract: "Print wa_bench.cycle(batch, run): the worker's claim and completion statements as one SQL function (for pgbench).",
         shouldDisplay: false
     )
 
     func run() {
         print("""
             CREATE SCHEMA IF NOT EXISTS wa_bench;
-            -- One worker cycle without the worker: claim up to `batch` jobs, complete them all as
-            -- sent (job rows, events, lanes, sessions), with the statements the worker issues.
-            CREATE OR REPLACE FUNCTION wa_bench.cycle(batch int) RETURNS int LANGUAGE plpgsql AS $cycle$
+            -- One worker cycle without the worker: claim up to `batch` lanes' heads, or runs of up
+            -- to `run` jobs (a worker without Redis claims runs of \(RunLimit.longest)), and complete
+            -- them all as sent (job rows, events, lanes, sessions), with the statements the worker issues.
+            CREATE OR REPLACE FUNCTION wa_bench.cycle(batch int, run int DEFAULT \(RunLimit.longest)) RETURNS int LANGUAGE plpgsql AS $cycle$
             DECLARE
                 r record;
                 ids int8[] := '{}';
@@ -23,7 +24,7 @@ struct BenchSQLCommand: ParsableCommand {
                 worker uuid := gen_random_uuid();
                 n int;
             BEGIN
-                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch * 4, batch, worker, gen_random_uuid() LOOP
+                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch * 4, batch, worker, gen_random_uuid(), run, false, run LOOP
                     ids := ids || r.id;
                     claims := claims || r.claim_token::text;
                 END LOOP;

@@ -56,16 +56,21 @@ struct PlanTests {
         // The plan a worker runs after a few claims: the generic one.
         let plan = try await fixture.database.withConnection { connection in
             try await connection.execute("SET plan_cache_mode = force_generic_plan")
-            try await connection.execute("PREPARE plan_claim(int, int, uuid, uuid) AS " + ClaimQuery.sql)
-            let plan = try await connection.query("EXPLAIN EXECUTE plan_claim(80, 20, gen_random_uuid(), gen_random_uuid())")
+            try await connection.execute("PREPARE plan_claim(int, int, uuid, uuid, int, bool, int) AS " + ClaimQuery.sql)
+            let plan = try await connection.query("EXPLAIN EXECUTE plan_claim(80, 20, gen_random_uuid(), gen_random_uuid(), 10, false, 10)")
                 .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
             try await connection.execute("DEALLOCATE plan_claim")
             try await connection.execute("RESET plan_cache_mode")
             return plan
         }
         #expect(plan.contains("Index Scan using jobs_pkey on jobs"), "the claim does not take its jobs by primary key:\n\(plan)")
+        #expect(!plan.contains("Seq Scan on jobs"), "the claim (or its runs) scans the jobs:\n\(plan)")
+        try await fixture.database.query("UPDATE wa_outbox.sessions SET max_in_flight = 2")
         let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: UUID(), limit: 20, on: $0) }
         #expect(claimed.jobs.count == 20)
+        let runs = RunLimit(length: 10, pacedByDefault: false, defaultBurst: 10)
+        let run = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: UUID(), limit: 20, runs: runs, on: $0) }
+        #expect(run.jobs.count > 20, "no runs claimed: \(run.jobs.count) jobs")
         await fixture.close()
     }
 

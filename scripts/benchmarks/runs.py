@@ -1,15 +1,10 @@
 #!/usr/bin/env python3
-"""Issue #21's runs of a chat's jobs, measured on the statements alone: what PostgreSQL does when a
-claim takes a lane's first RUN queued jobs instead of its head, beside today's statements.
+"""Issue #21's runs of a chat's jobs, measured on the statements alone: `wa-outbox bench-sql`'s cycle
+(the worker's own claim and completion) with runs of one job a chat, as every claim took before
+runs, and of RUN jobs, as a worker without Redis takes now. pgbench runs both alternately on fresh
+fills of the drain's shape, 2 clients. Per cycle: jobs/s, rows written and WAL bytes per job.
 
-The prototype is `wa-outbox bench-sql`'s cycle (the worker's own claim and completion) with four
-edits, each asserted to match once: the head probe's `LIMIT 1` takes RUN jobs; the lane records
-the run's first job; the session's in-flight count and the completion's decrement count lanes
-(a run is one send at a time), not jobs. pgbench runs both cycles alternately on fresh fills of
-the drain's shape, 2 clients. Per cycle: jobs/s, rows written and WAL bytes per job.
-
-Not the worker: what the worker needs to send runs is in docs/benchmarks-analysis.md (*What
-would move it*). Run with harness.py's environment; measures, asserts nothing about time.
+Run with harness.py's environment; measures, asserts nothing about time.
 """
 import json
 import subprocess
@@ -21,22 +16,6 @@ RUN = 10
 BATCH = 500
 JOBS = 20_000 if h.QUICK else 200_000
 SECONDS = 3 if h.QUICK else 15
-
-
-def edit(sql, old, new):
-    assert sql.count(old) == 1, f"the prototype's edit no longer matches bench-sql's output: {old!r}"
-    return sql.replace(old, new)
-
-
-def prototype(cycle):
-    sql = edit(cycle, "FUNCTION wa_bench.cycle(batch int)", "FUNCTION wa_bench.cycle_runs(batch int, run int)")
-    sql = edit(sql, "LIMIT 1\n", "LIMIT $5\n")
-    sql = edit(sql, "USING batch * 4, batch, worker, gen_random_uuid() LOOP", "USING batch * 4, batch, worker, gen_random_uuid(), run LOOP")
-    sql = edit(sql, "FROM claimed c WHERE l.session_id = c.session_id AND l.chat = c.chat",
-               "FROM (SELECT session_id, chat, min(id) AS id FROM claimed GROUP BY 1, 2) c WHERE l.session_id = c.session_id AND l.chat = c.chat")
-    sql = edit(sql, "FROM (SELECT session_id, count(*)::int AS n FROM claimed GROUP BY session_id) c",
-               "FROM (SELECT session_id, count(DISTINCT chat)::int AS n FROM claimed GROUP BY session_id) c")
-    return edit(sql, "FROM (SELECT session_id, count(*)::int AS n,\n", "FROM (SELECT session_id, count(DISTINCT chat)::int AS n,\n")
 
 
 def counters():
@@ -64,10 +43,9 @@ def measure(call):
 def main():
     cycle = subprocess.run([h.BIN, "bench-sql"], capture_output=True, text=True, check=True).stdout
     h.psql(cycle)
-    h.psql(prototype(cycle))
     out = {"per job": [], f"runs of {RUN}": []}
     for _ in range(1 if h.QUICK else 2):
-        for name, call in (("per job", f"wa_bench.cycle({BATCH})"), (f"runs of {RUN}", f"wa_bench.cycle_runs({BATCH}, {RUN})")):
+        for name, call in (("per job", f"wa_bench.cycle({BATCH}, 1)"), (f"runs of {RUN}", f"wa_bench.cycle({BATCH}, {RUN})")):
             result = measure(call)
             out[name].append(result)
             log(f"  {name:>10}: {result['jobs_per_s']:,} jobs/s, {result['rows_per_job']} rows and {result['wal_bytes_per_job']:,} B of WAL per job")

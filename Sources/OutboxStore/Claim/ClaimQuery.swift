@@ -7,7 +7,8 @@ import PostgresClient
 /// How it keeps its promises:
 /// - **Per-chat order, one at a time.** It picks lanes, not jobs: a lane is ready only when none of
 ///   its jobs is running, and the job it takes is the lane's head, the queued job with the lowest
-///   (run_at, id). Claiming marks the lane busy until that job is finished or requeued.
+///   (run_at, id), or a run from the head on (below). Claiming marks the lane busy until what it
+///   took is finished or requeued.
 /// - **A hot chat costs nothing.** A lane is one row however long its backlog, and its head is one
 ///   probe of `jobs_lane_queue` (unfinished jobs; in a lane that is not busy, all are queued); no
 ///   query walks a chat's backlog.
@@ -43,6 +44,12 @@ import PostgresClient
 ///   re-created) let the planner scan every session instead: the candidate scan took 0.6 ms
 ///   instead of 0.2 ms, and the lock step became a nested loop of 445,000 comparisons, 76 ms
 ///   per claim on 1,000 sessions, halving a worker's throughput.
+/// - **Runs of a chat's sends.** Where the session's limits allow it (`RunLimit`), a lane whose
+///   head is a due send gives the claim up to `RunLimit.length` of its first queued jobs, as long
+///   as each is a due send: a run, which the worker sends one after another and completes in order
+///   (issue #21). The lane stays busy until the run's last job is completed (`lanes.run_left`), so
+///   nothing else of the chat is claimed meanwhile; a session's `in_flight` counts runs, one send
+///   at a time each. The rows come back in run order, lane by lane.
 /// A head that is not yet due (scheduled, or a stale ready time) is not taken; its lane's ready
 /// time is moved to the head's time.
 public enum ClaimQuery {
@@ -53,11 +60,13 @@ public enum ClaimQuery {
         public var sessions: [String: SessionRecord] = [:]
     }
 
-    public static func claim(workerID: UUID, limit: Int, on connection: PostgresConnection) async throws -> Batch {
+    /// Takes up to `limit` lanes' heads, or runs where `runs` allows them.
+    public static func claim(workerID: UUID, limit: Int, runs: RunLimit = .single, on connection: PostgresConnection) async throws -> Batch {
         // A token of this claim's own: a completion written for an earlier claim of the same job,
         // even one that was rolled back, never counts for this one.
         let rows = try await connection.query(PostgresQuery(sql, binds: [(limit * 4).postgresBind, limit.postgresBind, workerID.postgresBind,
-                                                                         UUID().postgresBind]))
+                                                                         UUID().postgresBind, runs.length.postgresBind,
+                                                                         runs.pacedByDefault.postgresBind, runs.defaultBurst.postgresBind]))
         return try batch(from: rows)
     }
 
@@ -84,8 +93,8 @@ public enum ClaimQuery {
         return batch
     }
 
-    /// The statement. $1: candidate lanes to scan (4 × the limit), $2: the limit, $3: the worker id,
-    /// $4: this claim's token.
+    /// The statement. $1: candidate lanes to scan (4 × the limit), $2: the limit (lanes), $3: the
+    /// worker id, $4: this claim's token, $5 … $7: the `RunLimit` (length, paced by default, default burst).
     /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`).
     public static let sql = """
             WITH candidate_sessions AS (
@@ -103,10 +112,11 @@ public enum ClaimQuery {
                 ) ready
             ),
             sessions AS (
-                SELECT s.id, s.free
+                SELECT s.id, s.free, s.run
                 FROM (SELECT session_id FROM candidate_sessions ORDER BY session_id) c
                 CROSS JOIN LATERAL (
-                    SELECT s.id, s.max_in_flight - s.in_flight AS free
+                    SELECT s.id, s.max_in_flight - s.in_flight AS free,
+                           CASE WHEN coalesce(s.pacing, $6) THEN 1 ELSE greatest(1, least($5, coalesce(s.burst, $7))) END AS run
                     FROM wa_outbox.sessions s
                     WHERE s.id = c.session_id
                       AND \(sessionCanRun)
@@ -114,7 +124,7 @@ public enum ClaimQuery {
                 ) s
             ),
             picked AS (
-                SELECT l.session_id, l.chat, h.id AS job_id, h.available_at
+                SELECT l.session_id, l.chat, h.id AS job_id, h.available_at, h.run_at, h.kind, s.run
                 FROM sessions s
                 CROSS JOIN LATERAL (
                     SELECT lane.session_id, lane.chat FROM wa_outbox.lanes lane
@@ -129,7 +139,13 @@ public enum ClaimQuery {
                 LIMIT $2
             ),
             due AS (
-                SELECT * FROM picked WHERE available_at <= now()
+                SELECT p.job_id FROM picked p WHERE p.available_at <= now()
+                UNION ALL
+                SELECT f.id FROM picked p
+                CROSS JOIN LATERAL (
+                    \(runFollowers)
+                ) f
+                WHERE p.available_at <= now() AND p.run > 1 AND p.kind = 'send'
             ),
             not_due AS (
                 UPDATE wa_outbox.lanes l SET ready_at = p.available_at
@@ -147,10 +163,24 @@ public enum ClaimQuery {
 
     /// The head of lane `l`: its queued job with the lowest (run_at, id), one probe of `jobs_lane_queue`.
     static let laneHead = """
-        SELECT j.id, j.available_at FROM wa_outbox.jobs j
+        SELECT j.id, j.available_at, j.run_at, j.kind FROM wa_outbox.jobs j
         WHERE j.session_id = l.session_id AND j.chat = l.chat AND j.finished_at IS NULL AND j.state = 'queued'
         ORDER BY j.run_at, j.id
         LIMIT 1
+        """
+
+    /// The rest of a run behind the head `p` (a due send): the lane's next queued jobs in order, up
+    /// to `p.run - 1`, while each is a due send. One more probe of `jobs_lane_queue`, from the head on.
+    static let runFollowers = """
+        SELECT f.id FROM (
+            SELECT j.id, bool_and(j.kind = 'send' AND j.available_at <= now())
+                             OVER (ORDER BY j.run_at, j.id ROWS UNBOUNDED PRECEDING) AS sendable
+            FROM wa_outbox.jobs j
+            WHERE j.session_id = p.session_id AND j.chat = p.chat AND j.finished_at IS NULL AND j.state = 'queued'
+              AND (j.run_at, j.id) > (p.run_at, p.job_id)
+            ORDER BY j.run_at, j.id
+            LIMIT p.run - 1
+        ) f WHERE f.sendable
         """
 
     /// What every claim does with the jobs it found (a CTE `due` with a `job_id` column; `worker`
@@ -165,21 +195,24 @@ public enum ClaimQuery {
                 WHERE j.id = d.job_id AND j.state IS NOT DISTINCT FROM 'queued'
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text AS payload,
                           j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at, j.trace_parent, j.trace_state,
-                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago, j.claim_token
+                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago, j.claim_token, j.run_at
             ),
             lanes_busy AS (
-                UPDATE wa_outbox.lanes l SET busy = true, running_job = c.id, ready_at = NULL
-                FROM claimed c WHERE l.session_id = c.session_id AND l.chat = c.chat
+                UPDATE wa_outbox.lanes l SET busy = true, running_job = c.first, run = c.ids, run_left = c.n, ready_at = NULL
+                FROM (SELECT session_id, chat, min(id) AS first, array_agg(id) AS ids, count(*)::int AS n
+                      FROM claimed GROUP BY session_id, chat) c
+                WHERE l.session_id = c.session_id AND l.chat = c.chat
             ),
             sessions_busy AS (
                 UPDATE wa_outbox.sessions s SET in_flight = s.in_flight + c.n
-                FROM (SELECT session_id, count(*)::int AS n FROM claimed GROUP BY session_id) c
+                FROM (SELECT session_id, count(DISTINCT chat)::int AS n FROM claimed GROUP BY session_id) c
                 WHERE s.id = c.session_id
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
                    c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago, c.claim_token,
                    \(SessionRecord.settingsColumns(of: "s"))
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
+            ORDER BY c.session_id, c.chat, c.run_at, c.id
             """
     }
 }

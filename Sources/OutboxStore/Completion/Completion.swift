@@ -22,8 +22,11 @@ public struct Completion: Sendable {
     }
 }
 
-/// Writes many completions in one statement: job states, their `message.status` events, their
-/// lanes and their sessions' in-flight counts, all in one transaction. A deferral for a session-wide
+/// Writes many completions in one statement: job states, their `message.status` events (in the
+/// order of `completions`, so a run's events follow its sends), their lanes and their sessions'
+/// in-flight counts, all in one transaction. A lane is freed, and counted out of its session's
+/// in-flight, by the completion of the last job of its run (`lanes.run_left`); the jobs of a run
+/// may be completed over several statements. A deferral for a session-wide
 /// reason (rate limit, session offline) also holds the whole session back until it may go again.
 /// A deferral for `account_restricted` (WhatsApp answered 463) restricts the session: its jobs
 /// stay queued until an operator sets it active again, and a session event says so.
@@ -98,8 +101,8 @@ public enum CompletionQuery {
     static func statement(input filter: String) -> String { """
             WITH input AS (
                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[],
-                                     $5::text[], $6::text[], $7::int8[], $8::text[], $9::text[])
-                    AS i(id, claim, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id)\(filter)
+                                     $5::text[], $6::text[], $7::int8[], $8::text[], $9::text[]) WITH ORDINALITY
+                    AS i(id, claim, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id, n)\(filter)
             ),
             updated AS (
                 UPDATE wa_outbox.jobs j SET
@@ -127,7 +130,7 @@ public enum CompletionQuery {
                         AND held.claim_token IS NOT DISTINCT FROM i.claim::uuid) i
                 WHERE j.id = i.id
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.state, j.available_at,
-                          j.attempts, i.outcome, i.error_code, i.error_message
+                          j.attempts, i.outcome, i.error_code, i.error_message, i.n
             ),
             events AS (
                 INSERT INTO wa_outbox.events (org, session_id, job_id, wa_message_id, kind, status, attempt, error_code, error_message)
@@ -138,31 +141,37 @@ public enum CompletionQuery {
                            ELSE 'retrying' END,
                        u.attempts, u.error_code, u.error_message
                 FROM updated u WHERE u.outcome <> 'defer'
+                ORDER BY u.n
             ),
             lanes_done AS (
                 UPDATE wa_outbox.lanes l SET
                     pending = l.pending - c.finished,
-                    busy = false,
-                    running_job = NULL,
-                    ready_at = CASE WHEN l.pending - c.finished <= 0 THEN NULL
+                    run_left = greatest(l.run_left - c.n, 0),
+                    busy = l.run_left > c.n,
+                    running_job = CASE WHEN l.run_left > c.n THEN l.running_job END,
+                    run = CASE WHEN l.run_left > c.n THEN l.run END,
+                    ready_at = CASE WHEN l.run_left > c.n OR l.pending - c.finished <= 0 THEN NULL
                                     WHEN c.requeued_at IS NOT NULL THEN c.requeued_at
                                     ELSE now() END
-                FROM (SELECT session_id, chat,
+                FROM (SELECT session_id, chat, count(*)::int AS n,
                              count(*) FILTER (WHERE state IN ('succeeded', 'failed'))::int AS finished,
                              min(available_at) FILTER (WHERE state = 'queued') AS requeued_at
                       FROM updated GROUP BY session_id, chat) c
                 WHERE l.session_id = c.session_id AND l.chat = c.chat
+                RETURNING l.session_id, l.busy
             ),
             sessions_done AS (
                 UPDATE wa_outbox.sessions s SET
-                    in_flight = greatest(s.in_flight - c.n, 0),
+                    in_flight = greatest(s.in_flight - coalesce(f.n, 0), 0),
                     not_before = greatest(s.not_before, coalesce(c.wait_until, '-infinity')),
                     state = CASE WHEN c.restricted IS NOT NULL THEN 'restricted' ELSE s.state END,
                     state_reason = coalesce(c.restricted, s.state_reason)
-                FROM (SELECT session_id, count(*)::int AS n,
+                FROM (SELECT session_id,
                              max(available_at) FILTER (WHERE outcome = 'defer' AND error_code IN ('rate_limited', 'session_unavailable')) AS wait_until,
                              max(error_message) FILTER (WHERE outcome = 'defer' AND error_code = 'account_restricted') AS restricted
                       FROM updated GROUP BY session_id) c
+                LEFT JOIN (SELECT session_id, count(*)::int AS n FROM lanes_done WHERE NOT busy GROUP BY session_id) f
+                       ON f.session_id = c.session_id
                 JOIN wa_outbox.sessions before ON before.id = c.session_id
                 WHERE s.id = c.session_id
                 RETURNING s.id, s.org, c.restricted, before.state AS state_before
@@ -180,11 +189,14 @@ public enum CompletionQuery {
 /// Hands the running jobs of dead workers to others.
 ///
 /// A worker's lease is its row in `wa_outbox.workers`; its heartbeat renews it for all its jobs at
-/// once. Running jobs are found through their lanes (`lanes.running_job`, indexed while the lane
-/// is busy), never through an index on the job row: the claim leaves every index on `jobs`
-/// untouched. A running job whose worker's lease has lapsed (or whose worker row is gone) is requeued
-/// through the same fenced completion as any retry (`worker_lost`), or failed if that was its last
-/// attempt. Any number of workers may run this at once: fencing lets one requeue count.
+/// once. Running jobs are found through their lanes (the lane's `run`, or `running_job` for a lane
+/// claimed before runs; busy lanes are indexed), never through an index on the job row: the claim
+/// leaves every index on `jobs` untouched. A running job whose worker's lease has lapsed (or whose
+/// worker row is gone) is requeued through the same fenced completion as any retry (`worker_lost`,
+/// so its next attempt looks for the message first), or failed if that was its last attempt. Every
+/// job of a dead worker's run is requeued so, not only the one it was sending: results of the jobs
+/// before it may have waited unwritten in its buffer. Any number of workers may run this at once:
+/// fencing lets one requeue count.
 public enum RescueQuery {
     /// A job handed over from a dead worker: its dispatch lock, held under that worker's id, may go.
     public struct Rescued: Sendable {
@@ -199,9 +211,10 @@ public enum RescueQuery {
         let rows = try await connection.query("""
             SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.session_id, j.wa_message_id, j.kind, j.claim_token
             FROM wa_outbox.lanes l
+            CROSS JOIN LATERAL unnest(coalesce(l.run, ARRAY[l.running_job])) AS r(id)
             CROSS JOIN LATERAL (
                 SELECT j.id, j.attempts, j.worker_id, j.max_attempts, j.state, j.session_id, j.wa_message_id, j.kind, j.claim_token FROM wa_outbox.jobs j
-                WHERE j.id = l.running_job
+                WHERE j.id = r.id
                 OFFSET 0
             ) j
             WHERE l.busy AND j.state = 'running'

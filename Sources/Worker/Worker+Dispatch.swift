@@ -1,0 +1,157 @@
+import Coordination
+import Engines
+import Foundation
+import JobDispatch
+import NIOConcurrencyHelpers
+import OutboxCore
+import OutboxStore
+
+/// Dispatching: each claimed run's jobs, one after another, each prepared, admitted, performed and
+/// reported on its own.
+extension Worker {
+    /// A claim's jobs as runs: the claim returns them lane by lane, each lane's in run order.
+    static func runs(of jobs: [ClaimedJob]) -> [[ClaimedJob]] {
+        var runs: [[ClaimedJob]] = []
+        for job in jobs {
+            if let last = runs.last?.last, last.sessionID == job.sessionID, last.chat == job.chat {
+                runs[runs.count - 1].append(job)
+            } else {
+                runs.append([job])
+            }
+        }
+        return runs
+    }
+
+    /// Prepares each run's first job; admits and dispatches those of engines inside the process at
+    /// once, and queues those of engine servers at their server's gate, where each is admitted only
+    /// when a connection is free for it. The rest of each run follows its first job (`goOn`).
+    func dispatch(_ runs: [[ClaimedJob]], targets: [Int64: String], sessions: [String: SessionRecord]) async {
+        var ready: [(first: PreparedJob, rest: ArraySlice<ClaimedJob>)] = []
+        var refused: [(outcome: Outcome, rest: ArraySlice<ClaimedJob>)] = []
+        for run in runs {
+            let job = run[0]
+            switch await dispatcher.prepare(job, engineTarget: targets[job.id], settings: sessions[job.sessionID]) {
+            case .success(let prepared): ready.append((prepared, run.dropFirst()))
+            case .failure(let refusal):
+                report(job, refusal.outcome)
+                if run.count > 1 { refused.append((refusal.outcome, run.dropFirst())) }
+            }
+        }
+        let local = ready.filter { $0.first.context.engine.host == nil }
+        await withDiscardingTaskGroup { dispatches in
+            for (outcome, rest) in refused {
+                dispatches.addTask { await self.goOn(rest, after: outcome, targets: targets, sessions: sessions) }
+            }
+            for ((prepared, rest), admission) in zip(local, await dispatcher.admit(local.map(\.first))) {
+                switch admission {
+                case .success(let lock):
+                    dispatches.addTask {
+                        let outcome = await self.perform(prepared, lock: lock)
+                        await self.goOn(rest, after: outcome, targets: targets, sessions: sessions)
+                    }
+                case .failure(let wait):
+                    report(prepared.job, wait.outcome)
+                    hold(rest, behind: wait.outcome)
+                }
+            }
+            for (prepared, rest) in ready {
+                guard let host = prepared.context.engine.host else { continue }
+                // The run keeps its place at the gate while it goes on: one connection, one send at a time.
+                let work: DispatchGate.Work = {
+                    let outcome = await self.admitAndPerform(prepared)
+                    await self.goOn(rest, after: outcome, targets: targets, sessions: sessions)
+                }
+                if let runner = gates.gate(for: host).submit(work) { dispatches.addTask(operation: runner) }
+            }
+        }
+    }
+
+    /// Sends the rest of a run, one job after another, while each job before is done; gives back
+    /// what is left once one must run again, or was not dispatched (nil: handed back).
+    private func goOn(_ rest: ArraySlice<ClaimedJob>, after outcome: Outcome?, targets: [Int64: String], sessions: [String: SessionRecord]) async {
+        var outcome = outcome
+        var rest = rest
+        while let job = rest.first {
+            guard let done = outcome, done.heldBack == nil else {
+                hold(rest, behind: outcome)
+                return
+            }
+            rest = rest.dropFirst()
+            switch await dispatcher.prepare(job, engineTarget: targets[job.id], settings: sessions[job.sessionID]) {
+            case .success(let prepared): outcome = await admitAndPerform(prepared)
+            case .failure(let refusal):
+                report(job, refusal.outcome)
+                outcome = refusal.outcome
+            }
+        }
+    }
+
+    /// Gives back the jobs of a run behind one that ended with `outcome` (nil: it was handed back
+    /// unsent), spending no attempt.
+    func hold(_ jobs: ArraySlice<ClaimedJob>, behind outcome: Outcome?) {
+        let heldBack = outcome?.heldBack ?? .defer_(after: .zero, code: .engineError, message: "an earlier message of this chat went back to the queue unsent")
+        for job in jobs { finish(job, heldBack) }
+    }
+
+    /// Admits and performs one job; nil when it was handed back before (nothing done).
+    private func admitAndPerform(_ prepared: PreparedJob) async -> Outcome? {
+        guard state.withLockedValue({ $0.running[prepared.job.id]?.life.mayStart ?? false }) else { return nil }
+        switch await dispatcher.admit([prepared])[0] {
+        case .success(let lock): return await perform(prepared, lock: lock)
+        case .failure(let wait):
+            report(prepared.job, wait.outcome)
+            return wait.outcome
+        }
+    }
+
+    /// Calls the engine and reports what happened; returns the outcome reported.
+    private func perform(_ prepared: PreparedJob, lock: MessageLock?) async -> Outcome {
+        let job = prepared.job
+        // A worker cut off from the database past its lease no longer owns its jobs, and a job
+        // handed back at shutdown is no longer this worker's to send.
+        let holds = lease.holds
+        let started = state.withLockedValue { state -> Bool in
+            guard holds, state.running[job.id]?.life.start() == true else { return false }
+            state.running[job.id]?.lock = lock
+            return true
+        }
+        guard started else {
+            let outcome = Outcome.defer_(after: .zero, code: .engineError, message: "this worker could not start the dispatch (lease or shutdown); the job goes back to the queue")
+            finish(job, outcome, lock: lock)
+            return outcome
+        }
+        // Asked again right before the send: a reconciliation (or a pause) may outlast the lease.
+        let lease = self.lease
+        let result = await dispatcher.perform(prepared, lock: lock, stillOwned: { lease.holds })
+        if result.reconciled { state.withLockedValue { $0.reconciled += 1 } }
+        report(job, result.outcome, lock: lock, engineMessageID: result.engineMessageID)
+        return result.outcome
+    }
+
+    /// Logs a job's outcome (one line, with job, session and organization ids) and finishes it.
+    func report(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
+        OutcomeLog.log(outcome, of: job, logger: logger)
+        WorkerMetrics.outcome(outcome, kind: job.kind)
+        finish(job, outcome, lock: lock, engineMessageID: engineMessageID)
+    }
+
+    /// Buffers the job's completion, unless it was handed back already (then only its lock goes).
+    private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
+        let accepted = state.withLockedValue { state -> Bool in
+            guard var held = state.remove(job.id), held.life.finish(outcome) != nil else { return false }
+            if case .defer_ = outcome {} else { state.dispatched += 1 }
+            return true
+        }
+        if accepted {
+            // A sent message is never dispatched again: its lock just expires. Locks of jobs that
+            // will run again are released once their completion is written.
+            writer.add(Completion(jobID: job.id, claim: job.claim, workerID: id, outcome: outcome,
+                                  engineMessageID: outcome == .succeeded ? engineMessageID : nil),
+                       releasing: outcome == .succeeded ? nil : lock)
+        } else if let lock, let coordinator, outcome != .succeeded {
+            // Handed back already: a message that did go out keeps its lock until it expires.
+            Task { await coordinator.release([lock]) }
+        }
+        finished.signal()
+    }
+}
