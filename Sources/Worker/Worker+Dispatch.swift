@@ -138,7 +138,7 @@ extension Worker {
     /// Buffers the job's completion, unless it was handed back already (then only its lock goes).
     private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
         let accepted = state.withLockedValue { state -> Bool in
-            guard var held = state.remove(job.id), held.life.finish(outcome) != nil else { return false }
+            guard var held = state.running.removeValue(forKey: job.id), held.life.finish(outcome) != nil else { return false }
             if case .defer_ = outcome {} else { state.dispatched += 1 }
             return true
         }

@@ -35,24 +35,13 @@ public final class Worker: Sendable {
         var job: ClaimedJob
         var life = JobLifecycle()
         var lock: MessageLock?
-        /// The last job of its run: the run ends when it leaves `running`.
-        var endsRun: Bool
     }
 
     struct State {
         var running: [Int64: Held] = [:]
-        /// Runs claimed and not ended: what `concurrency` bounds (a run is one send at a time).
-        var runs = 0
         var stopping = false
         var dispatched = 0
         var reconciled = 0
-
-        /// Takes the job out of `running`, ending its run if it is the last.
-        mutating func remove(_ id: Int64) -> Held? {
-            guard let held = running.removeValue(forKey: id) else { return nil }
-            if held.endsRun { runs -= 1 }
-            return held
-        }
     }
 
     let state = NIOLockedValueBox(State())
@@ -145,7 +134,11 @@ public final class Worker: Sendable {
 
     // MARK: Claiming
 
+    /// Claims while there is room. `concurrency` bounds the jobs held, runs or not (each holds its
+    /// payload until written); a claim asks for as many lanes as the last claim's runs suggest fill
+    /// its budget of jobs, so chats with backlogs get whole runs and one-job chats many lanes.
     private func claimLoop(_ group: inout DiscardingTaskGroup) async {
+        var jobsPerLane = 1
         while !state.withLockedValue({ $0.stopping }) && !Task.isCancelled {
             guard lease.holds else {
                 // Its jobs may be handed to others at any moment: take none until a heartbeat
@@ -153,23 +146,26 @@ public final class Worker: Sendable {
                 await wakeup.wait(timeout: configuration.pollInterval)
                 continue
             }
-            let free = configuration.concurrency - state.withLockedValue { $0.runs }
+            let free = configuration.concurrency - state.withLockedValue { $0.running.count }
             var claimed = 0
-            var requested = 0
+            var full = false
             if free > 0 {
-                requested = min(configuration.batchSize, free)
+                let budget = min(configuration.batchSize, free)
+                let lanes = (budget + jobsPerLane - 1) / jobsPerLane
                 let batch: ClaimQuery.Batch
                 let runs: [[ClaimedJob]]
                 let verdict: Preflight.Verdict
                 do {
-                    (batch, runs, verdict) = try await claim(limit: requested)
+                    (batch, runs, verdict) = try await claim(lanes: lanes, jobs: budget)
                 } catch {
                     WorkerMetrics.postgresError()
                     logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
                     await wakeup.wait(timeout: configuration.pollInterval)
                     continue
                 }
-                claimed = runs.count
+                claimed = batch.jobs.count
+                full = claimed == budget || runs.count == lanes
+                if !runs.isEmpty { jobsPerLane = max(1, claimed / runs.count) }
                 // Only edits and revokes are refused here, and each is a run of its own.
                 let go = runs.filter { run in
                     guard let refusal = verdict.refused[run[0].id] else { return true }
@@ -184,7 +180,7 @@ public final class Worker: Sendable {
                     group.addTask { await self.dispatch(chunk, targets: verdict.engineTargets, sessions: batch.sessions) }
                 }
             }
-            if claimed == requested && requested > 0 { continue }
+            if full { continue }
             if configuration.exitWhenIdle, claimed == 0, state.withLockedValue({ $0.running.isEmpty }), writer.isEmpty, await !hasPendingWork() {
                 logger.info("queue drained; exiting")
                 shutdown()
@@ -197,12 +193,12 @@ public final class Worker: Sendable {
     /// Claims and checks edits and revokes in one transaction, so a failure anywhere leaves the
     /// jobs queued. If the commit's fate is unknown (the connection broke), the jobs are handed
     /// back through fenced completions, which do nothing if the claim did not commit.
-    private func claim(limit: Int) async throws -> (ClaimQuery.Batch, [[ClaimedJob]], Preflight.Verdict) {
+    private func claim(lanes: Int, jobs: Int) async throws -> (ClaimQuery.Batch, [[ClaimedJob]], Preflight.Verdict) {
         var taken: [ClaimedJob] = []
         do {
             let (batch, verdict) = try await database.withConnection { connection in
                 try await connection.withTransaction { connection in
-                    let batch = try await ClaimQuery.claim(workerID: id, limit: limit, runs: runLimit, on: connection)
+                    let batch = try await ClaimQuery.claim(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, on: connection)
                     taken = batch.jobs
                     try configuration.afterClaim?()
                     return (batch, try await Preflight.check(batch.jobs, on: connection))
@@ -210,10 +206,7 @@ public final class Worker: Sendable {
             }
             let runs = Self.runs(of: batch.jobs)
             state.withLockedValue { state in
-                for run in runs {
-                    for job in run { state.running[job.id] = Held(job: job, endsRun: job.id == run.last?.id) }
-                }
-                state.runs += runs.count
+                for job in batch.jobs { state.running[job.id] = Held(job: job) }
             }
             return (batch, runs, verdict)
         } catch {
@@ -239,10 +232,7 @@ public final class Worker: Sendable {
     /// Hands back every job still held (its completion says whether it may have been sent).
     private func handBackAll(reason: String) {
         let handed = state.withLockedValue { state -> [(ClaimedJob, Outcome)] in
-            defer {
-                state.running.removeAll()
-                state.runs = 0
-            }
+            defer { state.running.removeAll() }
             return state.running.values.compactMap { held in
                 var life = held.life
                 return life.handBack(reason: reason).map { (held.job, $0) }

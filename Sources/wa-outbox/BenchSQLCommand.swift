@@ -13,18 +13,20 @@ struct BenchSQLCommand: ParsableCommand {
     func run() {
         print("""
             CREATE SCHEMA IF NOT EXISTS wa_bench;
-            -- One worker cycle without the worker: claim up to `batch` lanes' heads, or runs of up
-            -- to `run` jobs (a worker without Redis claims runs of \(RunLimit.longest)), and complete
-            -- them all as sent (job rows, events, lanes, sessions), with the statements the worker issues.
+            -- One worker cycle without the worker: claim up to `batch` jobs in runs of up to `run`
+            -- (a worker without Redis claims runs of \(RunLimit.longest)) from batch / run lanes, as a
+            -- worker does once its claims have seen full runs, and complete them all as sent (job
+            -- rows, events, lanes, sessions), with the statements the worker issues.
             CREATE OR REPLACE FUNCTION wa_bench.cycle(batch int, run int DEFAULT \(RunLimit.longest)) RETURNS int LANGUAGE plpgsql AS $cycle$
             DECLARE
                 r record;
                 ids int8[] := '{}';
                 claims text[] := '{}';
                 worker uuid := gen_random_uuid();
+                lanes int := (batch + run - 1) / run;
                 n int;
             BEGIN
-                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING batch * 4, batch, worker, gen_random_uuid(), run, false, run LOOP
+                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING lanes * 4, lanes, worker, gen_random_uuid(), run, false, run, batch LOOP
                     ids := ids || r.id;
                     claims := claims || r.claim_token::text;
                 END LOOP;

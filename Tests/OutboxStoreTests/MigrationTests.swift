@@ -103,4 +103,42 @@ struct MigrationTests {
         #expect(try await db.query("SELECT count(*) FROM wa_outbox.lanes WHERE busy OR running_job IS NOT NULL")[0].decode(Int.self, at: 0) == 0)
         await db.close()
     }
+
+    /// 0021 counts a session's in-flight by runs and frees a lane when its run's last job is
+    /// completed. A job running across the upgrade is still rescued and frees its lane and session;
+    /// the lane updates of workers built before it (which leave `run_left` alone) are refused, so an
+    /// old worker can neither claim a lane nor free one that a new worker's run holds.
+    @Test func upgradingTo0021KeepsARunningJobRescuableAndRefusesOldLaneUpdates() async throws {
+        let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
+        let all = try shippedMigrations()
+        try await Migrator(migrations: all.filter { $0.version < 21 }, logger: TestEnvironment.logger).migrate(db)
+        try await db.query("INSERT INTO wa_outbox.sessions (id, org, engine) VALUES ('up21', 'org1', 'sim')")
+        for chat in ["491510000001@s.whatsapp.net", "491510000002@s.whatsapp.net"] {
+            try await db.query("""
+                SELECT wa_outbox.enqueue('org1', 'up21', 'send', jsonb_build_object('type', 'text', 'text', 'hi', 'chat', \(chat)))
+                """)
+        }
+        // What a 0020 claim leaves: the first chat's job running under a worker whose lease lapsed.
+        let running: Int64 = try await db.query("""
+            UPDATE wa_outbox.jobs SET state = 'running', attempts = 1, worker_id = gen_random_uuid(), claim_token = gen_random_uuid()
+            WHERE chat = '491510000001@s.whatsapp.net' RETURNING id
+            """)[0].decode(at: 0)
+        try await db.query("""
+            UPDATE wa_outbox.lanes SET busy = true, running_job = \(running), ready_at = NULL WHERE chat = '491510000001@s.whatsapp.net'
+            """)
+        try await db.query("UPDATE wa_outbox.sessions SET in_flight = 1")
+
+        try await Migrator(migrations: all, logger: TestEnvironment.logger).migrate(db)
+        // A 0020 claim of the other lane, and a 0020 completion of the running one: both refused.
+        for old in ["UPDATE wa_outbox.lanes SET busy = true, running_job = 1, ready_at = NULL WHERE chat = '491510000002@s.whatsapp.net'",
+                    "UPDATE wa_outbox.lanes SET busy = false, running_job = NULL WHERE chat = '491510000001@s.whatsapp.net'"] {
+            await #expect(throws: (any Error).self) { try await db.query(PostgresQuery(old)) }
+        }
+        let rescued = try await db.withConnection { try await RescueQuery.rescue(on: $0) }.count
+        #expect(rescued == 1)
+        #expect(try await db.query("SELECT state FROM wa_outbox.jobs WHERE id = \(running)")[0].decode(String.self, at: 0) == "queued")
+        #expect(try await db.query("SELECT count(*) FROM wa_outbox.lanes WHERE busy OR run_left > 0")[0].decode(Int.self, at: 0) == 0)
+        #expect(try await db.query("SELECT in_flight::int8 FROM wa_outbox.sessions")[0].decode(Int.self, at: 0) == 0)
+        await db.close()
+    }
 }

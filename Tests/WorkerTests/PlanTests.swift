@@ -56,8 +56,8 @@ struct PlanTests {
         // The plan a worker runs after a few claims: the generic one.
         let plan = try await fixture.database.withConnection { connection in
             try await connection.execute("SET plan_cache_mode = force_generic_plan")
-            try await connection.execute("PREPARE plan_claim(int, int, uuid, uuid, int, bool, int) AS " + ClaimQuery.sql)
-            let plan = try await connection.query("EXPLAIN EXECUTE plan_claim(80, 20, gen_random_uuid(), gen_random_uuid(), 10, false, 10)")
+            try await connection.execute("PREPARE plan_claim(int, int, uuid, uuid, int, bool, int, int) AS " + ClaimQuery.sql)
+            let plan = try await connection.query("EXPLAIN EXECUTE plan_claim(80, 20, gen_random_uuid(), gen_random_uuid(), 10, false, 10, 200)")
                 .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
             try await connection.execute("DEALLOCATE plan_claim")
             try await connection.execute("RESET plan_cache_mode")

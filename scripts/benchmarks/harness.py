@@ -369,7 +369,7 @@ SCENARIOS = {"drain": scenario_drain, "broadcast": lambda: scenario_drain(broadc
              "api": script_scenario("api", "gateway API (wa-outbox api): synchronous sends at 100/s beside the engine call alone; async sends under wrk"),
              "console": script_scenario("console", "operator console: each page with 1,000,000 jobs in the table (BENCH_CONSOLE_JOBS; 20,000 with --quick)"),
              "perjob": script_scenario("perjob", "what one job costs: worker and PostgreSQL CPU, rows and WAL per job, 20,000-job drains"),
-             "runs": script_scenario("runs", "runs of a chat's jobs, statements only: pgbench on a prototype claim taking ten jobs a lane, beside today's")}
+             "runs": script_scenario("runs", "runs of a chat's jobs, statements only: pgbench on the worker's claim and completion, runs of one job a chat against runs of ten")}
 
 
 def main():

@@ -60,13 +60,16 @@ public enum ClaimQuery {
         public var sessions: [String: SessionRecord] = [:]
     }
 
-    /// Takes up to `limit` lanes' heads, or runs where `runs` allows them.
-    public static func claim(workerID: UUID, limit: Int, runs: RunLimit = .single, on connection: PostgresConnection) async throws -> Batch {
+    /// Takes up to `limit` lanes' heads, or runs where `runs` allows them, `jobs` at most in all
+    /// (by default as many as `limit` full runs): lane by lane, so a cut run is the lane's last.
+    public static func claim(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil,
+                             on connection: PostgresConnection) async throws -> Batch {
         // A token of this claim's own: a completion written for an earlier claim of the same job,
         // even one that was rolled back, never counts for this one.
         let rows = try await connection.query(PostgresQuery(sql, binds: [(limit * 4).postgresBind, limit.postgresBind, workerID.postgresBind,
                                                                          UUID().postgresBind, runs.length.postgresBind,
-                                                                         runs.pacedByDefault.postgresBind, runs.defaultBurst.postgresBind]))
+                                                                         runs.pacedByDefault.postgresBind, runs.defaultBurst.postgresBind,
+                                                                         (jobs ?? limit * runs.length).postgresBind]))
         return try batch(from: rows)
     }
 
@@ -94,7 +97,8 @@ public enum ClaimQuery {
     }
 
     /// The statement. $1: candidate lanes to scan (4 × the limit), $2: the limit (lanes), $3: the
-    /// worker id, $4: this claim's token, $5 … $7: the `RunLimit` (length, paced by default, default burst).
+    /// worker id, $4: this claim's token, $5 … $7: the `RunLimit` (length, paced by default, default
+    /// burst), $8: jobs at most.
     /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`).
     public static let sql = """
             WITH candidate_sessions AS (
@@ -124,10 +128,10 @@ public enum ClaimQuery {
                 ) s
             ),
             picked AS (
-                SELECT l.session_id, l.chat, h.id AS job_id, h.available_at, h.run_at, h.kind, s.run
+                SELECT l.session_id, l.chat, l.pending, h.id AS job_id, h.available_at, h.run_at, h.kind, s.run
                 FROM sessions s
                 CROSS JOIN LATERAL (
-                    SELECT lane.session_id, lane.chat FROM wa_outbox.lanes lane
+                    SELECT lane.session_id, lane.chat, lane.pending FROM wa_outbox.lanes lane
                     WHERE lane.session_id = s.id AND lane.ready_at <= now()
                     ORDER BY lane.ready_at
                     LIMIT s.free
@@ -139,13 +143,17 @@ public enum ClaimQuery {
                 LIMIT $2
             ),
             due AS (
-                SELECT p.job_id FROM picked p WHERE p.available_at <= now()
-                UNION ALL
-                SELECT f.id FROM picked p
+                SELECT r.id AS job_id FROM picked p
                 CROSS JOIN LATERAL (
-                    \(runFollowers)
-                ) f
-                WHERE p.available_at <= now() AND p.run > 1 AND p.kind = 'send'
+                    SELECT p.job_id AS id
+                    UNION ALL
+                    SELECT f.id FROM (
+                        \(runFollowers)
+                    ) f
+                    WHERE p.run > 1 AND p.pending > 1 AND p.kind = 'send'
+                ) r
+                WHERE p.available_at <= now()
+                LIMIT $8
             ),
             not_due AS (
                 UPDATE wa_outbox.lanes l SET ready_at = p.available_at
@@ -199,13 +207,15 @@ public enum ClaimQuery {
             ),
             lanes_busy AS (
                 UPDATE wa_outbox.lanes l SET busy = true, running_job = c.first, run = c.ids, run_left = c.n, ready_at = NULL
-                FROM (SELECT session_id, chat, min(id) AS first, array_agg(id) AS ids, count(*)::int AS n
+                FROM (SELECT session_id, chat, min(id) AS first, count(*)::int AS n,
+                             CASE WHEN count(*) > 1 THEN array_agg(id) END AS ids
                       FROM claimed GROUP BY session_id, chat) c
                 WHERE l.session_id = c.session_id AND l.chat = c.chat
+                RETURNING l.session_id
             ),
             sessions_busy AS (
                 UPDATE wa_outbox.sessions s SET in_flight = s.in_flight + c.n
-                FROM (SELECT session_id, count(DISTINCT chat)::int AS n FROM claimed GROUP BY session_id) c
+                FROM (SELECT session_id, count(*)::int AS n FROM lanes_busy GROUP BY session_id) c
                 WHERE s.id = c.session_id
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
