@@ -95,7 +95,7 @@ extension Worker {
 
     /// Admits and performs one job; nil when it was handed back before (nothing done).
     private func admitAndPerform(_ prepared: PreparedJob) async -> Outcome? {
-        guard state.withLockedValue({ $0.running[prepared.job.id]?.life.mayStart ?? false }) else { return nil }
+        guard state.withLockedValue({ $0.held(prepared.job)?.life.mayStart ?? false }) else { return nil }
         switch await dispatcher.admit([prepared])[0] {
         case .success(let lock): return await perform(prepared, lock: lock)
         case .failure(let wait):
@@ -111,7 +111,7 @@ extension Worker {
         // handed back at shutdown is no longer this worker's to send.
         let holds = lease.holds
         let started = state.withLockedValue { state -> Bool in
-            guard holds, state.running[job.id]?.life.start() == true else { return false }
+            guard holds, state.held(job) != nil, state.running[job.id]?.life.start() == true else { return false }
             state.running[job.id]?.lock = lock
             return true
         }
@@ -138,7 +138,8 @@ extension Worker {
     /// Buffers the job's completion, unless it was handed back already (then only its lock goes).
     private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
         let accepted = state.withLockedValue { state -> Bool in
-            guard var held = state.running.removeValue(forKey: job.id), held.life.finish(outcome) != nil else { return false }
+            guard var held = state.held(job), held.life.finish(outcome) != nil else { return false }
+            state.running[job.id] = nil
             if case .defer_ = outcome {} else { state.dispatched += 1 }
             return true
         }

@@ -42,6 +42,14 @@ public final class Worker: Sendable {
         var stopping = false
         var dispatched = 0
         var reconciled = 0
+
+        /// The job as this worker holds it under this claim. After a lease lapsed, its jobs were
+        /// handed back and the same worker may have claimed them again: a task still going on from
+        /// the earlier claim must not start, finish or send past the new claim's jobs.
+        func held(_ job: ClaimedJob) -> Held? {
+            guard let held = running[job.id], held.job.claim == job.claim else { return nil }
+            return held
+        }
     }
 
     let state = NIOLockedValueBox(State())

@@ -6,7 +6,8 @@ import OutboxStore
 public struct WorkerConfiguration: Sendable {
     /// Shown in `wa_outbox.workers` and logs.
     public var name: String
-    /// Dispatches in flight in this process at most: runs of a chat's sends (`RunLimit`), each one send at a time.
+    /// Claimed jobs held in this process at most, and so dispatches in flight: a run of a chat's
+    /// sends (`RunLimit`) holds all its jobs and sends them one at a time.
     public var concurrency = 512
     /// Jobs taken by one claim at most.
     public var batchSize = 500

@@ -32,7 +32,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var simulator: SimulatorOptions
 
     @Option(help: "Name shown in `wa_outbox.workers` (env: WA_OUTBOX_WORKER_NAME).") var name: String?
-    @Option(help: "Dispatches in flight in this process (env: WA_OUTBOX_CONCURRENCY; default \(Self.defaults.concurrency)).") var concurrency: Int?
+    @Option(help: "Claimed jobs held in this process, at most that many dispatches in flight (env: WA_OUTBOX_CONCURRENCY; default \(Self.defaults.concurrency)).") var concurrency: Int?
     @Option(name: .customLong("batch-size"), help: "Jobs per claim (env: WA_OUTBOX_BATCH_SIZE; default \(Self.defaults.batchSize)).") var batchSize: Int?
     @Option(name: .customLong("lease-ms"), help: "Lease on a worker's jobs; heartbeats every third (env: WA_OUTBOX_LEASE_MS; default \(Self.defaults.lease.milliseconds)).") var leaseMilliseconds: Int?
     @Option(name: .customLong("poll-interval-ms"), help: "Fallback poll when no NOTIFY comes (env: WA_OUTBOX_POLL_INTERVAL_MS; default \(Self.defaults.pollInterval.milliseconds)).") var pollMilliseconds: Int?

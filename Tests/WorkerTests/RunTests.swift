@@ -93,6 +93,31 @@ struct RunTests {
         await fixture.close()
     }
 
+    /// A claim's budget of jobs cuts runs lane by lane: every lane it took gets a prefix of its
+    /// queue (its head first), and a lane it could not fit stays ready, untouched.
+    @Test func theJobBudgetCutsTheLastRunNeverAHead() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["cut"], maxInFlight: 3)
+        try await fixture.enqueueTexts(count: 30, sessions: ["cut"], chatsPerSession: 3)
+        let taken = try await fixture.database.withConnection {
+            try await ClaimQuery.claim(workerID: UUID(), limit: 3, runs: RunTests.runs, jobs: 15, on: $0)
+        }.jobs
+        #expect(taken.count == 15)
+        var queues: [String: [Int64]] = [:]
+        for row in try await fixture.database.query("SELECT chat, id FROM wa_outbox.jobs ORDER BY run_at, id") {
+            queues[try row.decode(String.self, at: 0), default: []].append(try row.decode(Int64.self, at: 1))
+        }
+        let byChat = Dictionary(grouping: taken, by: \.chat)
+        for (chat, jobs) in byChat {
+            #expect(jobs.map(\.id) == Array(queues[chat, default: []].prefix(jobs.count)), "chat \(chat) got \(jobs.map(\.id))")
+        }
+        #expect(byChat.values.map(\.count).sorted() == [5, 10])
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.lanes WHERE busy") == 2)
+        #expect(try await fixture.count("SELECT sum(run_left)::int8 FROM wa_outbox.lanes") == 15)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.lanes WHERE NOT busy AND ready_at IS NOT NULL") == 1)
+        await fixture.close()
+    }
+
     /// A dead worker's run goes back whole: each of its jobs may have been sent (results wait in
     /// the worker's buffer), so each is requeued as `worker_lost`, and the lane and session are free.
     @Test func theRescueRequeuesEveryJobOfADeadWorkersRun() async throws {

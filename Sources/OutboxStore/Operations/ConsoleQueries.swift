@@ -33,9 +33,9 @@ public struct ConsoleOverview: Sendable {
         let exactLimit = limit(org: org)
         let limit = exactLimit + 1
         let row = try await database.query("""
-            SELECT (SELECT coalesce(sum(l.pending), 0) - count(*) FILTER (WHERE l.busy) FROM wa_outbox.lanes l
+            SELECT (SELECT coalesce(sum(l.pending), 0) - coalesce(sum(l.run_left), 0) FROM wa_outbox.lanes l
                     WHERE \(org)::text IS NULL OR l.org = \(org))::int8,
-                   (SELECT count(*) FROM wa_outbox.lanes l WHERE l.busy AND (\(org)::text IS NULL OR l.org = \(org)))::int8,
+                   (SELECT coalesce(sum(l.run_left), 0) FROM wa_outbox.lanes l WHERE l.busy AND (\(org)::text IS NULL OR l.org = \(org)))::int8,
                    (SELECT count(*) FROM (SELECT 1 FROM wa_outbox.jobs j
                         WHERE j.finished_at IS NOT NULL AND j.error_code IS NOT NULL AND j.error_code <> 'canceled'
                           AND (\(org)::text IS NULL OR j.org = \(org)) LIMIT \(limit)) f)::int8,
@@ -125,7 +125,7 @@ public enum ConsoleQueries {
         let rows = try await database.query("""
             SELECT s.id, coalesce(q.queued, 0)::int8, CASE WHEN s.status_checked_at = '-infinity' THEN NULL ELSE s.status_checked_at END
             FROM wa_outbox.sessions s
-            LEFT JOIN (SELECT l.session_id, sum(l.pending) - count(*) FILTER (WHERE l.busy) AS queued
+            LEFT JOIN (SELECT l.session_id, sum(l.pending) - sum(l.run_left) AS queued
                        FROM wa_outbox.lanes l WHERE \(org)::text IS NULL OR l.org = \(org) GROUP BY 1) q ON q.session_id = s.id
             WHERE \(org)::text IS NULL OR s.org = \(org)
             """)

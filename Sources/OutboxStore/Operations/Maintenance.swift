@@ -185,7 +185,7 @@ public struct QueueStats: Sendable, Codable, Equatable {
               AND (\(org) IS NULL OR org = \(org))
             """)[0].decode(Int.self, at: 0)
         let busiest = try await database.query("""
-            SELECT s.id, coalesce(sum(l.pending), 0)::int8 - s.in_flight, s.in_flight
+            SELECT s.id, (coalesce(sum(l.pending), 0) - coalesce(sum(l.run_left), 0))::int8, s.in_flight
             FROM wa_outbox.sessions s LEFT JOIN wa_outbox.lanes l ON l.session_id = s.id
             WHERE \(org) IS NULL OR s.org = \(org)
             GROUP BY s.id ORDER BY 2 DESC LIMIT 5

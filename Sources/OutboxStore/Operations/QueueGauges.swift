@@ -26,7 +26,7 @@ public struct QueueGauges: Sendable, Equatable {
 
     public static func read(on connection: PostgresConnection) async throws -> QueueGauges {
         let row = try await connection.query("""
-            SELECT (coalesce(sum(l.pending), 0) - count(*) FILTER (WHERE l.busy))::int8,
+            SELECT (coalesce(sum(l.pending), 0) - coalesce(sum(l.run_left), 0))::int8,
                    coalesce(extract(epoch FROM now() - min(h.created_at)), 0)::float8,
                    (SELECT wa_outbox.runnable_demand()),
                    (SELECT coalesce(sum(s.in_flight), 0)::int8 FROM wa_outbox.sessions s)
