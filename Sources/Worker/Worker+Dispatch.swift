@@ -6,20 +6,27 @@ import NIOConcurrencyHelpers
 import OutboxCore
 import OutboxStore
 
-/// Dispatching: each claimed run's jobs, one after another, each prepared, admitted, performed and
-/// reported on its own.
+/// Dispatching: each claimed run's jobs (a slot of a session: one or more of its chats' runs), one
+/// after another, each prepared, admitted, performed and reported on its own.
 extension Worker {
-    /// A claim's jobs as runs: the claim returns them lane by lane, each lane's in run order.
-    static func runs(of jobs: [ClaimedJob]) -> [[ClaimedJob]] {
-        var runs: [[ClaimedJob]] = []
-        for job in jobs {
-            if let last = runs.last?.last, last.sessionID == job.sessionID, last.chat == job.chat {
-                runs[runs.count - 1].append(job)
+    /// A run without the jobs the preflight refused (only edits and revokes, each its lane's only
+    /// job in the run): each is reported, and anything of its chat behind it held back; nil when
+    /// nothing is left to send.
+    func withoutRefused(_ run: [ClaimedJob], verdict: Preflight.Verdict) -> [ClaimedJob]? {
+        guard run.contains(where: { verdict.refused[$0.id] != nil }) else { return run }
+        var kept: [ClaimedJob] = []
+        var stopped: (chat: String, outcome: Outcome)?
+        for job in run {
+            if let stop = stopped, stop.chat == job.chat {
+                hold([job][...], behind: stop.outcome)
+            } else if let refusal = verdict.refused[job.id] {
+                report(job, refusal)
+                stopped = (job.chat, refusal)
             } else {
-                runs.append([job])
+                kept.append(job)
             }
         }
-        return runs
+        return kept.isEmpty ? nil : kept
     }
 
     /// Prepares each run's first job; admits and dispatches those of engines inside the process at
@@ -87,9 +94,10 @@ extension Worker {
     }
 
     /// Gives back the jobs of a run behind one that ended with `outcome` (nil: it was handed back
-    /// unsent), spending no attempt.
+    /// unsent), spending no attempt: the rest of its chat, for order, and the rest of its session's
+    /// slot, which waits as the session's next send would.
     func hold(_ jobs: ArraySlice<ClaimedJob>, behind outcome: Outcome?) {
-        let heldBack = outcome?.heldBack ?? .defer_(after: .zero, code: .engineError, message: "an earlier message of this chat went back to the queue unsent")
+        let heldBack = outcome?.heldBack ?? .defer_(after: .zero, code: .engineError, message: "a message sent before it in the same run went back to the queue unsent")
         for job in jobs { finish(job, heldBack) }
     }
 

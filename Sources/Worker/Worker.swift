@@ -143,10 +143,12 @@ public final class Worker: Sendable {
     // MARK: Claiming
 
     /// Claims while there is room. `concurrency` bounds the jobs held, runs or not (each holds its
-    /// payload until written); a claim asks for as many lanes as the last claim's runs suggest fill
-    /// its budget of jobs, so chats with backlogs get whole runs and one-job chats many lanes.
+    /// payload until written); a claim asks for as many lanes, and looks for as many sessions, as
+    /// the last claim suggests fill its budget of jobs, so chats with backlogs get whole runs,
+    /// one-job chats many lanes, and sessions that send back to back whole slots.
     private func claimLoop(_ group: inout DiscardingTaskGroup) async {
         var jobsPerLane = 1
+        var jobsPerSession = 1
         while !state.withLockedValue({ $0.stopping }) && !Task.isCancelled {
             guard lease.holds else {
                 // Its jobs may be handed to others at any moment: take none until a heartbeat
@@ -161,10 +163,9 @@ public final class Worker: Sendable {
                 let budget = min(configuration.batchSize, free)
                 let lanes = (budget + jobsPerLane - 1) / jobsPerLane
                 let batch: ClaimQuery.Batch
-                let runs: [[ClaimedJob]]
                 let verdict: Preflight.Verdict
                 do {
-                    (batch, runs, verdict) = try await claim(lanes: lanes, jobs: budget)
+                    (batch, verdict) = try await claim(lanes: lanes, jobs: budget, sessions: (budget + jobsPerSession - 1) / jobsPerSession)
                 } catch {
                     WorkerMetrics.postgresError()
                     logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
@@ -172,15 +173,12 @@ public final class Worker: Sendable {
                     continue
                 }
                 claimed = batch.jobs.count
-                full = claimed == budget || runs.count == lanes
-                if !runs.isEmpty { jobsPerLane = max(1, claimed / runs.count) }
-                // Only edits and revokes are refused here, and each is a run of its own.
-                let go = runs.filter { run in
-                    guard let refusal = verdict.refused[run[0].id] else { return true }
-                    report(run[0], refusal)
-                    hold(run.dropFirst(), behind: refusal)
-                    return false
+                full = claimed == budget || batch.lanes == lanes
+                if claimed > 0 {
+                    jobsPerLane = max(1, claimed / batch.lanes)
+                    jobsPerSession = max(1, claimed / batch.sessions.count)
                 }
+                let go = batch.runs.compactMap { withoutRefused($0, verdict: verdict) }
                 // Preparing and admitting runs beside the next claim, in chunks, so the first
                 // dispatches start while the rest of a large batch is still being admitted.
                 for start in stride(from: 0, to: go.count, by: WorkerConfiguration.admissionChunk) {
@@ -201,22 +199,21 @@ public final class Worker: Sendable {
     /// Claims and checks edits and revokes in one transaction, so a failure anywhere leaves the
     /// jobs queued. If the commit's fate is unknown (the connection broke), the jobs are handed
     /// back through fenced completions, which do nothing if the claim did not commit.
-    private func claim(lanes: Int, jobs: Int) async throws -> (ClaimQuery.Batch, [[ClaimedJob]], Preflight.Verdict) {
+    private func claim(lanes: Int, jobs: Int, sessions: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
         var taken: [ClaimedJob] = []
         do {
             let (batch, verdict) = try await database.withConnection { connection in
                 try await connection.withTransaction { connection in
-                    let batch = try await ClaimQuery.claim(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, on: connection)
+                    let batch = try await ClaimQuery.claim(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, sessions: sessions, on: connection)
                     taken = batch.jobs
                     try configuration.afterClaim?()
                     return (batch, try await Preflight.check(batch.jobs, on: connection))
                 }
             }
-            let runs = Self.runs(of: batch.jobs)
             state.withLockedValue { state in
                 for job in batch.jobs { state.running[job.id] = Held(job: job) }
             }
-            return (batch, runs, verdict)
+            return (batch, verdict)
         } catch {
             for job in taken {
                 writer.add(Completion(jobID: job.id, claim: job.claim, workerID: id,

@@ -14,19 +14,22 @@ struct BenchSQLCommand: ParsableCommand {
         print("""
             CREATE SCHEMA IF NOT EXISTS wa_bench;
             -- One worker cycle without the worker: claim up to `batch` jobs in runs of up to `run`
-            -- (a worker without Redis claims runs of \(RunLimit.longest)) from batch / run lanes, as a
-            -- worker does once its claims have seen full runs, and complete them all as sent (job
-            -- rows, events, lanes, sessions), with the statements the worker issues.
-            CREATE OR REPLACE FUNCTION wa_bench.cycle(batch int, run int DEFAULT \(RunLimit.longest)) RETURNS int LANGUAGE plpgsql AS $cycle$
+            -- (a worker without Redis claims runs of \(RunLimit.longest)) from `lanes` lanes (by default
+            -- batch / run, as a worker asks once its claims have seen full runs of a chat; a broadcast,
+            -- one job a chat, asks for `batch`) of batch / run sessions (a slot of `run` jobs each),
+            -- and complete them all as sent (job rows, events, lanes, sessions), with the statements
+            -- the worker issues.
+            DROP FUNCTION IF EXISTS wa_bench.cycle(int, int);
+            CREATE OR REPLACE FUNCTION wa_bench.cycle(batch int, run int DEFAULT \(RunLimit.longest), lanes int DEFAULT NULL) RETURNS int LANGUAGE plpgsql AS $cycle$
             DECLARE
                 r record;
                 ids int8[] := '{}';
                 claims text[] := '{}';
                 worker uuid := gen_random_uuid();
-                lanes int := (batch + run - 1) / run;
+                sessions int := (batch + run - 1) / run;
                 n int;
             BEGIN
-                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING lanes * 4, lanes, worker, gen_random_uuid(), run, false, run, batch LOOP
+                FOR r IN EXECUTE $claim$\(ClaimQuery.sql)$claim$ USING sessions * 4, coalesce(lanes, sessions), worker, gen_random_uuid(), run, false, run, batch LOOP
                     ids := ids || r.id;
                     claims := claims || r.claim_token::text;
                 END LOOP;

@@ -54,7 +54,7 @@ struct StatsCommand: AsyncParsableCommand {
                 print("oldest queued: " + (stats.oldestQueuedSeconds.map { String(format: "%.1f s", $0) } ?? "-")
                       + "   finished in the last minute: \(stats.finishedLastMinute)   live workers: \(stats.liveWorkers)")
                 print("busiest sessions:")
-                for load in stats.busiestSessions { print("  \(pad(load.session, 24)) queued \(load.queued)   in flight \(load.inFlight)") }
+                for load in stats.busiestSessions { print("  \(pad(load.session, 24)) queued \(load.queued)   busy chats \(load.inFlight)") }
             }
             if watch { try await Task.sleep(for: .seconds(2)) }
         } while watch

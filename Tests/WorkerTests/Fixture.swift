@@ -10,6 +10,7 @@ import OutboxCore
 import OutboxStore
 import PostgresClient
 import Simulator
+import Testing
 import TestSupport
 import Worker
 
@@ -89,6 +90,18 @@ struct Fixture {
             result[try row.decode(at: 0)] = (try row.decode(at: 1), try row.decode(at: 2), try row.decode(at: 3))
         }
         return result
+    }
+
+    /// Drains the queue through a simulator with `configuration` that logs its deliveries, and
+    /// returns them, checked against the jobs: each message delivered once, to its own chat.
+    func drainLoggingDeliveries(_ configuration: SimulatorConfiguration, name: String) async throws -> [Delivery] {
+        let log = try TestEnvironment.scratchDirectory(name).appendingPathComponent("deliveries.jsonl")
+        let simulator = try WhatsAppSimulator(configuration: configuration, deliveryLog: log)
+        try await drain(simulator: simulator)
+        await simulator.flush()
+        let deliveries = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").map { try JSONDecoder().decode(Delivery.self, from: Data($0.utf8)) }
+        #expect(checkDeliveries(deliveries, jobs: try await jobsByMessageID()) == [])
+        return deliveries
     }
 
     /// Runs an in-process worker until the queue is drained.

@@ -147,13 +147,7 @@ struct RunTests {
         try await fixture.database.query("UPDATE wa_outbox.jobs SET max_attempts = 30")
         var configuration = SimulatorConfiguration()
         configuration.transientFailureRate = 0.2
-        let log = try TestEnvironment.scratchDirectory("runs").appendingPathComponent("deliveries.jsonl")
-        let simulator = try WhatsAppSimulator(configuration: configuration, deliveryLog: log)
-        try await fixture.drain(simulator: simulator)
-        await simulator.flush()
-
-        let deliveries = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").map { try JSONDecoder().decode(Delivery.self, from: Data($0.utf8)) }
-        #expect(checkDeliveries(deliveries, jobs: try await fixture.jobsByMessageID()) == [])
+        let deliveries = try await fixture.drainLoggingDeliveries(configuration, name: "runs")
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") == 1_000)
         // Each failed attempt is one retry event: the jobs held back behind it spent none.
         let attempts = try await fixture.count("SELECT sum(attempts)::int8 FROM wa_outbox.jobs")

@@ -334,17 +334,17 @@ def scenario_ceiling():
     log(f"\n## SQL ceiling: pgbench running the worker's claim and completion statements (wa-outbox bench-sql), {seconds} s")
     psql(subprocess.run([BIN, "bench-sql"], capture_output=True, text=True, check=True).stdout)
     out = {}
-    for batch, clients in ((100, 2), (500, 2)):
+    jobs = max(N, 200_000) if not QUICK else N
+    for label, call, chats in (("batch 100", "100", CHATS), ("batch 500", "500", CHATS), ("broadcast, batch 500", "500, 10, 500", jobs // SESSIONS)):
         reset()
-        fill(max(N, 200_000) if not QUICK else N)
+        fill(jobs, chats=chats)
         script = os.path.join(WORK, "cycle.sql")
         with open(script, "w") as f:
-            f.write(f"SELECT wa_bench.cycle({batch});\n")
-        subprocess.run(["pgbench", "-n", "-c", str(clients), "-j", str(clients), "-T", str(seconds), "-f", script, DB],
-                       check=True, capture_output=True)
+            f.write(f"SELECT wa_bench.cycle({call});\n")
+        subprocess.run(["pgbench", "-n", "-c", "2", "-j", "2", "-T", str(seconds), "-f", script, DB], check=True, capture_output=True)
         rate, count, _ = sent_rate()
-        out[f"batch {batch}, {clients} clients"] = {"jobs_per_s": round(rate), "jobs": count}
-        log(f"  batch {batch}, {clients} clients: {round(rate):,} jobs/s")
+        out[f"{label}, 2 clients"] = {"jobs_per_s": round(rate), "jobs": count}
+        log(f"  {label}, 2 clients: {round(rate):,} jobs/s")
     results["ceiling"] = out
 
 

@@ -55,7 +55,7 @@ struct SessionsPage: Sendable {
                     limits.isEmpty ? "<small>worker defaults</small>" : h(limits), form]
         }
         return (notice.map { "<p class=\"notice\" role=\"status\">\(h($0))</p>" } ?? "")
-            + HTML.table("\(sessions.count) sessions", ["session", "organization", "engine", "state", "engine status", "in flight / max",
+            + HTML.table("\(sessions.count) sessions", ["session", "organization", "engine", "state", "engine status", "busy chats / max in flight",
                                                        "queued", "limits", "action"], rows, id: "sessions-table")
     }
 }

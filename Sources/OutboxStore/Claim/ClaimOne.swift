@@ -51,7 +51,7 @@ extension ClaimQuery {
                 ) s
             ),
             due AS (
-                SELECT h.id AS job_id
+                SELECT h.id AS job_id, 0::int8 AS k, 0 AS slot
                 FROM target t
                 JOIN runnable r ON r.id = t.session_id
                 CROSS JOIN LATERAL (

@@ -48,34 +48,54 @@ import PostgresClient
 ///   head is a due send gives the claim up to `RunLimit.length` of its first queued jobs, as long
 ///   as each is a due send: a run, which the worker sends one after another and completes in order
 ///   (issue #21). The lane stays busy until the run's last job is completed (`lanes.run_left`), so
-///   nothing else of the chat is claimed meanwhile; a session's `in_flight` counts runs, one send
-///   at a time each. The rows come back in run order, lane by lane.
+///   nothing else of the chat is claimed meanwhile.
+/// - **Slots of a session.** Under the same limits, each free slot of a session (`max_in_flight`
+///   − `in_flight`) takes up to a run's length of jobs, from as many of its ready lanes as that
+///   needs, oldest first: one lane's run, or one job each of ten one-job chats (a broadcast). Each
+///   job comes back with its slot; the worker sends a slot's jobs one after another, so the sends
+///   at once never exceed the free slots. A lane is never split between slots (its slot is where
+///   its head falls), so a slot holds at most two runs' length. `in_flight` counts busy lanes, and
+///   a session is claimed from only while it is below its cap: a session of one slot that took
+///   ten chats waits until all ten are done. The rows come back slot by slot, lane by lane, each
+///   lane's in run order; a claim's budget of jobs (`$8`) cuts in that order, so a cut lane keeps
+///   its head.
 /// A head that is not yet due (scheduled, or a stale ready time) is not taken; its lane's ready
 /// time is moved to the head's time.
 public enum ClaimQuery {
     /// The jobs a claim took, and the dispatch settings of their sessions as of the claim, so a
     /// worker needs no other read to dispatch them.
     public struct Batch: Sendable {
+        /// Lane by lane, each lane's jobs in run order, a session's slots one after another.
         public var jobs: [ClaimedJob] = []
         public var sessions: [String: SessionRecord] = [:]
+        /// The jobs as the worker sends them: each a slot of a session, its jobs one after another.
+        public var runs: [[ClaimedJob]] = []
+        /// The lanes (chats) the jobs came from.
+        public var lanes = 0
     }
 
     /// Takes up to `limit` lanes' heads, or runs where `runs` allows them, `jobs` at most in all
     /// (by default as many as `limit` full runs): lane by lane, so a cut run is the lane's last.
-    public static func claim(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil,
+    /// `sessions`: how many sessions the claim expects to take from (by default `limit`); it scans
+    /// four times as many ready lanes to find them.
+    public static func claim(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil, sessions: Int? = nil,
                              on connection: PostgresConnection) async throws -> Batch {
+        let jobs = jobs ?? limit * runs.length
+        let candidates = 4 * max(1, sessions ?? limit)
         // A token of this claim's own: a completion written for an earlier claim of the same job,
         // even one that was rolled back, never counts for this one.
-        let rows = try await connection.query(PostgresQuery(sql, binds: [(limit * 4).postgresBind, limit.postgresBind, workerID.postgresBind,
+        let rows = try await connection.query(PostgresQuery(sql, binds: [candidates.postgresBind, limit.postgresBind, workerID.postgresBind,
                                                                          UUID().postgresBind, runs.length.postgresBind,
                                                                          runs.pacedByDefault.postgresBind, runs.defaultBurst.postgresBind,
-                                                                         (jobs ?? limit * runs.length).postgresBind]))
+                                                                         jobs.postgresBind]))
         return try batch(from: rows)
     }
 
-    /// The jobs of a claim's rows: each a claimed job followed by its session's settings.
+    /// The jobs of a claim's rows: each a claimed job followed by its session's settings and the
+    /// slot of the session it is sent in.
     public static func batch(from rows: PostgresRows) throws -> Batch {
         var batch = Batch()
+        var slot = (session: "", number: -1)
         for row in rows {
             let job = ClaimedJob(
                 id: try row.decode(at: 0), org: try row.decode(at: 1), sessionID: try row.decode(at: 2),
@@ -88,6 +108,14 @@ public enum ClaimQuery {
                 maybeSentAgo: try row.decode(Int64?.self, at: 14).map { .milliseconds($0) },
                 claim: try row.decode(UUID.self, at: 15)
             )
+            let number: Int = try row.decode(at: 28)
+            if let last = batch.jobs.last, last.sessionID == job.sessionID, last.chat == job.chat {} else { batch.lanes += 1 }
+            if slot == (job.sessionID, number) {
+                batch.runs[batch.runs.count - 1].append(job)
+            } else {
+                batch.runs.append([job])
+                slot = (job.sessionID, number)
+            }
             batch.jobs.append(job)
             if batch.sessions[job.sessionID] == nil {
                 batch.sessions[job.sessionID] = try SessionRecord(id: job.sessionID, org: job.org, settingsFrom: row, at: 16)
@@ -96,10 +124,11 @@ public enum ClaimQuery {
         return batch
     }
 
-    /// The statement. $1: candidate lanes to scan (4 × the limit), $2: the limit (lanes), $3: the
+    /// The statement. $1: candidate lanes to scan (4 × the sessions expected), $2: the limit (lanes), $3: the
     /// worker id, $4: this claim's token, $5 … $7: the `RunLimit` (length, paced by default, default
     /// burst), $8: jobs at most.
-    /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`).
+    /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`)
+    /// and its slot.
     public static let sql = """
             WITH candidate_sessions AS (
                 SELECT DISTINCT session_id FROM (
@@ -128,13 +157,22 @@ public enum ClaimQuery {
                 ) s
             ),
             picked AS (
-                SELECT l.session_id, l.chat, l.pending, h.id AS job_id, h.available_at, h.run_at, h.kind, s.run
+                SELECT l.session_id, l.chat, l.ready_at AS lane_ready, l.pending, h.id AS job_id, h.available_at, h.run_at, h.kind, s.run, s.free
                 FROM sessions s
                 CROSS JOIN LATERAL (
-                    SELECT lane.session_id, lane.chat, lane.pending FROM wa_outbox.lanes lane
-                    WHERE lane.session_id = s.id AND lane.ready_at <= now()
-                    ORDER BY lane.ready_at
-                    LIMIT s.free
+                    SELECT w.chat FROM (
+                        SELECT lane.chat, sum(least(lane.pending, s.run)) OVER (ORDER BY lane.ready_at ROWS UNBOUNDED PRECEDING)
+                                          - least(lane.pending, s.run) AS before
+                        FROM wa_outbox.lanes lane
+                        WHERE lane.session_id = s.id AND lane.ready_at <= now()
+                        ORDER BY lane.ready_at
+                        LIMIT s.free * s.run
+                    ) w
+                    WHERE w.before < s.free * s.run
+                ) w
+                CROSS JOIN LATERAL (
+                    SELECT lane.session_id, lane.chat, lane.pending, lane.ready_at FROM wa_outbox.lanes lane
+                    WHERE lane.session_id = s.id AND lane.chat = w.chat AND lane.ready_at <= now()
                     FOR UPDATE SKIP LOCKED
                 ) l
                 CROSS JOIN LATERAL (
@@ -142,17 +180,25 @@ public enum ClaimQuery {
                 ) h
                 LIMIT $2
             ),
-            due AS (
-                SELECT r.id AS job_id FROM picked p
+            taken AS (
+                SELECT p.session_id, p.chat, r.id, p.run, p.free,
+                       row_number() OVER (PARTITION BY p.session_id ORDER BY p.lane_ready, p.chat, r.run_at, r.id) - 1 AS k
+                FROM picked p
                 CROSS JOIN LATERAL (
-                    SELECT p.job_id AS id
+                    SELECT p.job_id AS id, p.run_at
                     UNION ALL
-                    SELECT f.id FROM (
+                    SELECT f.id, f.run_at FROM (
                         \(runFollowers)
                     ) f
                     WHERE p.run > 1 AND p.pending > 1 AND p.kind = 'send'
                 ) r
                 WHERE p.available_at <= now()
+            ),
+            due AS (
+                SELECT t.id AS job_id, t.k, (min(t.k) OVER (PARTITION BY t.session_id, t.chat) / t.run)::int AS slot
+                FROM taken t
+                WHERE t.k < t.free * t.run
+                ORDER BY t.session_id, t.k
                 LIMIT $8
             ),
             not_due AS (
@@ -180,8 +226,8 @@ public enum ClaimQuery {
     /// The rest of a run behind the head `p` (a due send): the lane's next queued jobs in order, up
     /// to `p.run - 1`, while each is a due send. One more probe of `jobs_lane_queue`, from the head on.
     static let runFollowers = """
-        SELECT f.id FROM (
-            SELECT j.id, bool_and(j.kind = 'send' AND j.available_at <= now())
+        SELECT f.id, f.run_at FROM (
+            SELECT j.id, j.run_at, bool_and(j.kind = 'send' AND j.available_at <= now())
                              OVER (ORDER BY j.run_at, j.id ROWS UNBOUNDED PRECEDING) AS sendable
             FROM wa_outbox.jobs j
             WHERE j.session_id = p.session_id AND j.chat = p.chat AND j.finished_at IS NULL AND j.state = 'queued'
@@ -203,7 +249,7 @@ public enum ClaimQuery {
                 WHERE j.id = d.job_id AND j.state IS NOT DISTINCT FROM 'queued'
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.payload::text AS payload,
                           j.attempts, j.max_attempts, j.deadline, j.maybe_sent, j.created_at, j.trace_parent, j.trace_state,
-                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago, j.claim_token, j.run_at
+                          (extract(epoch FROM now() - j.maybe_sent_at) * 1000)::int8 AS maybe_sent_ms_ago, j.claim_token, d.slot, d.k
             ),
             lanes_busy AS (
                 UPDATE wa_outbox.lanes l SET busy = true, running_job = c.first, run = c.ids, run_left = c.n, ready_at = NULL
@@ -220,9 +266,9 @@ public enum ClaimQuery {
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
                    c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago, c.claim_token,
-                   \(SessionRecord.settingsColumns(of: "s"))
+                   \(SessionRecord.settingsColumns(of: "s")), c.slot
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
-            ORDER BY c.session_id, c.chat, c.run_at, c.id
+            ORDER BY c.session_id, c.slot, c.k
             """
     }
 }
