@@ -57,6 +57,23 @@ extension PostgresConnection {
         return rows
     }
 
+    /// `withTransaction` whose first statement goes with its `BEGIN`, in one round trip; `body`
+    /// gets that statement's rows. A failure anywhere rolls the transaction back.
+    public nonisolated func withTransaction<T: Sendable>(
+        startingWith first: PostgresQuery, _ body: (PostgresRows, PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let value: T
+        do {
+            let rows = try await pipeline([.begin, first])
+            value = try await body(rows[1], self)
+        } catch {
+            if !isBroken { try? await execute("ROLLBACK") }
+            throw error
+        }
+        try await execute("COMMIT")
+        return value
+    }
+
     /// Leaves pipeline mode; a connection that cannot (results left unread) is of no further use.
     private func endPipeline(_ conn: OpaquePointer) {
         if PQexitPipelineMode(conn) != 1 { markBroken() }

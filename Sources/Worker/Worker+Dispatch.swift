@@ -34,31 +34,31 @@ extension Worker {
     /// when a connection is free for it. The rest of each run follows its first job (`goOn`).
     func dispatch(_ runs: [[ClaimedJob]], targets: [Int64: String], sessions: [String: SessionRecord]) async {
         var ready: [(first: PreparedJob, rest: ArraySlice<ClaimedJob>)] = []
-        var refused: [(outcome: Outcome, rest: ArraySlice<ClaimedJob>)] = []
+        var refused: [(outcome: Outcome, chat: String, rest: ArraySlice<ClaimedJob>)] = []
         for run in runs {
             let job = run[0]
             switch await dispatcher.prepare(job, engineTarget: targets[job.id], settings: sessions[job.sessionID]) {
             case .success(let prepared): ready.append((prepared, run.dropFirst()))
             case .failure(let refusal):
                 report(job, refusal.outcome)
-                if run.count > 1 { refused.append((refusal.outcome, run.dropFirst())) }
+                if run.count > 1 { refused.append((refusal.outcome, job.chat, run.dropFirst())) }
             }
         }
         let local = ready.filter { $0.first.context.engine.host == nil }
         await withDiscardingTaskGroup { dispatches in
-            for (outcome, rest) in refused {
-                dispatches.addTask { await self.goOn(rest, after: outcome, targets: targets, sessions: sessions) }
+            for (outcome, chat, rest) in refused {
+                dispatches.addTask { await self.goOn(rest, after: chat, outcome, targets: targets, sessions: sessions) }
             }
             for ((prepared, rest), admission) in zip(local, await dispatcher.admit(local.map(\.first))) {
                 switch admission {
                 case .success(let lock):
                     dispatches.addTask {
                         let outcome = await self.perform(prepared, lock: lock)
-                        await self.goOn(rest, after: outcome, targets: targets, sessions: sessions)
+                        await self.goOn(rest, after: prepared.job.chat, outcome, targets: targets, sessions: sessions)
                     }
                 case .failure(let wait):
                     report(prepared.job, wait.outcome)
-                    hold(rest, behind: wait.outcome)
+                    dispatches.addTask { await self.goOn(rest, after: prepared.job.chat, wait.outcome, targets: targets, sessions: sessions) }
                 }
             }
             for (prepared, rest) in ready {
@@ -66,36 +66,39 @@ extension Worker {
                 // The run keeps its place at the gate while it goes on: one connection, one send at a time.
                 let work: DispatchGate.Work = {
                     let outcome = await self.admitAndPerform(prepared)
-                    await self.goOn(rest, after: outcome, targets: targets, sessions: sessions)
+                    await self.goOn(rest, after: prepared.job.chat, outcome, targets: targets, sessions: sessions)
                 }
                 if let runner = gates.gate(for: host).submit(work) { dispatches.addTask(operation: runner) }
             }
         }
     }
 
-    /// Sends the rest of a run, one job after another, while each job before is done; gives back
-    /// what is left once one must run again, or was not dispatched (nil: handed back).
-    private func goOn(_ rest: ArraySlice<ClaimedJob>, after outcome: Outcome?, targets: [Int64: String], sessions: [String: SessionRecord]) async {
-        var outcome = outcome
-        var rest = rest
-        while let job = rest.first {
-            guard let done = outcome, done.heldBack == nil else {
-                hold(rest, behind: outcome)
-                return
+    /// Sends the rest of a run, one job after another, after its first job (of `chat`) ended with
+    /// `outcome` (nil: handed back). A chat whose job must run again gives back the rest of its
+    /// jobs; a hand-back or a wait of the whole session gives back all that is left (`RunProgress`).
+    private func goOn(_ rest: ArraySlice<ClaimedJob>, after chat: String, _ outcome: Outcome?,
+                      targets: [Int64: String], sessions: [String: SessionRecord]) async {
+        var progress = RunProgress()
+        guard progress.note(outcome, chat: chat) else { return hold(rest, behind: outcome) }
+        for index in rest.indices {
+            let job = rest[index]
+            if let stopped = progress.stopped(job.chat) {
+                hold(rest[index...index], behind: stopped)
+                continue
             }
-            rest = rest.dropFirst()
+            let outcome: Outcome?
             switch await dispatcher.prepare(job, engineTarget: targets[job.id], settings: sessions[job.sessionID]) {
             case .success(let prepared): outcome = await admitAndPerform(prepared)
             case .failure(let refusal):
                 report(job, refusal.outcome)
                 outcome = refusal.outcome
             }
+            guard progress.note(outcome, chat: job.chat) else { return hold(rest[(index + 1)...], behind: outcome) }
         }
     }
 
-    /// Gives back the jobs of a run behind one that ended with `outcome` (nil: it was handed back
-    /// unsent), spending no attempt: the rest of its chat, for order, and the rest of its session's
-    /// slot, which waits as the session's next send would.
+    /// Gives back jobs of a run behind one that ended with `outcome` (nil: it was handed back
+    /// unsent), spending no attempt: they wait as long as it does (`Outcome.heldBack`).
     func hold(_ jobs: ArraySlice<ClaimedJob>, behind outcome: Outcome?) {
         let heldBack = outcome?.heldBack ?? .defer_(after: .zero, code: .engineError, message: "a message sent before it in the same run went back to the queue unsent")
         for job in jobs { finish(job, heldBack) }

@@ -174,10 +174,8 @@ public final class Worker: Sendable {
                 }
                 claimed = batch.jobs.count
                 full = claimed == budget || batch.lanes == lanes
-                if claimed > 0 {
-                    jobsPerLane = max(1, claimed / batch.lanes)
-                    jobsPerSession = max(1, claimed / batch.sessions.count)
-                }
+                // A claim that came back short found less than it looked for: the next looks wide again.
+                (jobsPerLane, jobsPerSession) = full ? (max(1, claimed / batch.lanes), max(1, claimed / batch.sessions.count)) : (1, 1)
                 let go = batch.runs.compactMap { withoutRefused($0, verdict: verdict) }
                 // Preparing and admitting runs beside the next claim, in chunks, so the first
                 // dispatches start while the rest of a large batch is still being admitted.
@@ -196,15 +194,17 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Claims and checks edits and revokes in one transaction, so a failure anywhere leaves the
-    /// jobs queued. If the commit's fate is unknown (the connection broke), the jobs are handed
-    /// back through fenced completions, which do nothing if the claim did not commit.
+    /// Claims (the `BEGIN` and the claim in one round trip) and checks edits and revokes in one
+    /// transaction, so a failure anywhere leaves the jobs queued. If the commit's fate is unknown
+    /// (the connection broke), the jobs are handed back through fenced completions, which do
+    /// nothing if the claim did not commit.
     private func claim(lanes: Int, jobs: Int, sessions: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
         var taken: [ClaimedJob] = []
         do {
+            let claim = ClaimQuery.query(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, sessions: sessions)
             let (batch, verdict) = try await database.withConnection { connection in
-                try await connection.withTransaction { connection in
-                    let batch = try await ClaimQuery.claim(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, sessions: sessions, on: connection)
+                try await connection.withTransaction(startingWith: claim) { rows, connection in
+                    let batch = try ClaimQuery.batch(from: rows)
                     taken = batch.jobs
                     try configuration.afterClaim?()
                     return (batch, try await Preflight.check(batch.jobs, on: connection))

@@ -49,6 +49,22 @@ struct DemandTests {
         await fixture.close()
     }
 
+    /// A session of one slot that took ten chats in one claim (a slot, `SlotTests`) sends one
+    /// message at a time: a dispatch demand of one, not ten.
+    @Test func aSlotOfTenChatsIsADemandOfOne() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["slot"], maxInFlight: 1)
+        try await setSession(fixture, "slot", engineStatus: "connected")
+        try await fixture.enqueueTexts(count: 50, sessions: ["slot"], chatsPerSession: 50)
+        let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: UUID(), limit: 100, runs: RunTests.runs, on: $0) }
+        #expect(claimed.jobs.count == 10 && claimed.lanes == 10)
+        #expect(try await fixture.count("SELECT in_flight::int8 FROM wa_outbox.sessions") == 10)
+        #expect(try await demand(fixture) == Demand(runnable: 0, dispatch: 1))
+        let gauges = try await fixture.database.withConnection { try await QueueGauges.read(on: $0) }
+        #expect(gauges.runnableDemand == 0 && gauges.dispatchDemand == 1 && gauges.queued == 40)
+        await fixture.close()
+    }
+
     @Test func aHundredConnectedSessionsWithWorkAreADemandOfAHundred() async throws {
         let fixture = try await Fixture.make()
         let sessions = (1...100).map { "s\($0)" }

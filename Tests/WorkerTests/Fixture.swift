@@ -107,8 +107,9 @@ struct Fixture {
     /// Runs an in-process worker until the queue is drained.
     @discardableResult
     func drain(simulator: WhatsAppSimulator, coordinator: Coordinator? = nil, limits: SessionLimits = SessionLimits(),
-               requestTimeout: Duration = .seconds(30), configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> Worker {
-        let worker = makeWorker(simulator: simulator, coordinator: coordinator, limits: limits, requestTimeout: requestTimeout) {
+               requestTimeout: Duration = .seconds(30), engine: (any SessionEngine)? = nil,
+               configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> Worker {
+        let worker = makeWorker(simulator: simulator, coordinator: coordinator, limits: limits, requestTimeout: requestTimeout, engine: engine) {
             $0.exitWhenIdle = true
             configure(&$0)
         }
@@ -118,20 +119,23 @@ struct Fixture {
 
     /// An in-process worker with test timings: retries after 10-50 ms; the caller runs it.
     func makeWorker(simulator: WhatsAppSimulator, coordinator: Coordinator? = nil, limits: SessionLimits = SessionLimits(),
-                    requestTimeout: Duration = .seconds(30), configure: (inout WorkerConfiguration) -> Void = { _ in }) -> Worker {
+                    requestTimeout: Duration = .seconds(30), engine: (any SessionEngine)? = nil,
+                    configure: (inout WorkerConfiguration) -> Void = { _ in }) -> Worker {
         var configuration = WorkerConfiguration(name: "test")
         configuration.pollInterval = .milliseconds(50)
         configuration.retry = RetryPolicy(base: .milliseconds(10), cap: .milliseconds(50), sessionRecheck: .milliseconds(50))
         configure(&configuration)
         return Worker(configuration: configuration, database: database, listenerConfiguration: PostgresConfiguration(url),
-                      engines: engines(simulator: simulator, requestTimeout: requestTimeout, limits: limits),
+                      engines: engines(simulator: simulator, requestTimeout: requestTimeout, limits: limits, engine: engine),
                       coordinator: coordinator, logger: TestEnvironment.logger)
     }
 
-    /// The engines a worker offers, the in-process simulator among them, as the executable registers them.
-    func engines(simulator: WhatsAppSimulator, requestTimeout: Duration = .seconds(30), limits: SessionLimits = SessionLimits()) -> EngineDirectory {
+    /// The engines a worker offers, the in-process simulator among them, as the executable registers
+    /// them; `engine`, when given, stands in for the simulator's.
+    func engines(simulator: WhatsAppSimulator, requestTimeout: Duration = .seconds(30), limits: SessionLimits = SessionLimits(),
+                 engine: (any SessionEngine)? = nil) -> EngineDirectory {
         var factories = EngineDirectory.httpEngines(requestTimeout: requestTimeout)
-        factories["sim"] = { _, _ in SimulatorEngine(simulator: simulator) }
+        factories["sim"] = { _, _ in engine ?? SimulatorEngine(simulator: simulator) }
         return EngineDirectory(database: database, engines: factories, defaultLimits: limits)
     }
 

@@ -1,8 +1,10 @@
+import Engines
 import Foundation
 import OutboxCore
 import OutboxStore
 import PostgresClient
 import Simulator
+import Synchronization
 import Testing
 import TestSupport
 
@@ -51,20 +53,39 @@ struct SlotTests {
         await fixture.close()
     }
 
-    /// Two slots share a budget of two runs: chats' runs are dealt to the slots in order, a lane
-    /// never split between two, and neither slot is longer than two runs.
-    @Test func aSessionsBudgetIsItsFreeSlotsTimesARunAndEachChatStaysInOneSlot() async throws {
+    /// A session of two slots takes one chat per slot (each with its run), as before slots: with
+    /// busy chats counted against its cap, a slot of several chats would keep the other slot idle
+    /// until nearly all of them were done.
+    @Test func aSessionOfSeveralSlotsTakesOneChatPerSlot() async throws {
         let fixture = try await Fixture.make()
         try await fixture.addSessions(["two"], maxInFlight: 2)
-        // Chats 0..5 of 4 jobs each: a budget of 20 jobs takes five chats.
         try await fixture.enqueueTexts(count: 24, sessions: ["two"], chatsPerSession: 6)
         let batch = try await claim(fixture)
-        #expect(batch.jobs.count == 20 && batch.lanes == 5)
-        #expect(batch.runs.count == 2)
-        #expect(batch.runs.map(\.count).sorted() == [8, 12], "slots: \(batch.runs.map { $0.map(\.chat) })")
-        let chatsBySlot = batch.runs.map { Set($0.map(\.chat)) }
-        #expect(chatsBySlot[0].isDisjoint(with: chatsBySlot[1]))
-        #expect(try await inFlight(fixture, "two") == 5)
+        #expect(batch.jobs.count == 8 && batch.lanes == 2)
+        #expect(batch.runs.map(\.count) == [4, 4] && batch.runs.allSatisfy { Set($0.map(\.chat)).count == 1 })
+        #expect(try await inFlight(fixture, "two") == 2)
+        await fixture.close()
+    }
+
+    /// A send that must be retried holds back the rest of its own chat, not the other chats of
+    /// its slot: they go on at once, and its retry comes after them (the session is at its cap
+    /// until they are done). Before, the whole slot went back with the failed send's backoff, and
+    /// the failed chat, first in the slot again, was delivered first.
+    @Test func aRetryHoldsBackOnlyItsOwnChatInASlot() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["one"])
+        try await fixture.enqueueTexts(count: 10, sessions: ["one"], chatsPerSession: 10)
+        let first = "4915100000000@s.whatsapp.net"
+        let log = try TestEnvironment.scratchDirectory("slot-retry").appendingPathComponent("deliveries.jsonl")
+        let simulator = try WhatsAppSimulator(deliveryLog: log)
+        try await fixture.drain(simulator: simulator, engine: FailsOnce(simulator: simulator, chat: first))
+        await simulator.flush()
+
+        let deliveries = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").map { try JSONDecoder().decode(Delivery.self, from: Data($0.utf8)) }
+        #expect(checkDeliveries(deliveries, jobs: try await fixture.jobsByMessageID()) == [])
+        #expect(deliveries.sorted { $0.time < $1.time }.map(\.chat).last == first, "order of delivery: \(deliveries.map(\.chat))")
+        #expect(try await fixture.count("SELECT sum(attempts)::int8 FROM wa_outbox.jobs") == 11)
+        #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.events WHERE status = 'retrying'") == 1)
         await fixture.close()
     }
 
@@ -94,5 +115,32 @@ struct SlotTests {
         #expect(try await fixture.count("SELECT coalesce(sum(in_flight), 0)::int8 FROM wa_outbox.sessions") == 0)
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.lanes WHERE busy") == 0)
         await fixture.close()
+    }
+}
+
+/// The in-process simulator, except that the first send to `chat` fails as an engine's 503 would.
+final class FailsOnce: SessionEngine {
+    let simulator: WhatsAppSimulator
+    let chat: String
+    let failed = Mutex(false)
+
+    init(simulator: WhatsAppSimulator, chat: String) {
+        self.simulator = simulator
+        self.chat = chat
+    }
+
+    func perform(_ operation: WhatsAppOperation, session: String) async throws(DispatchFailure) -> EngineReceipt {
+        if operation.chat == chat, failed.withLock({ failed in defer { failed = true }; return !failed }) {
+            throw .transient("503 Service Unavailable")
+        }
+        return try await SimulatorEngine(simulator: simulator).perform(operation, session: session)
+    }
+
+    func status(session: String) async throws(DispatchFailure) -> EngineSessionStatus {
+        try await SimulatorEngine(simulator: simulator).status(session: session)
+    }
+
+    func check(session: String) async -> EngineCheck {
+        await SimulatorEngine(simulator: simulator).check(session: session)
     }
 }

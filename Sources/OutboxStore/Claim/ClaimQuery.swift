@@ -49,16 +49,17 @@ import PostgresClient
 ///   as each is a due send: a run, which the worker sends one after another and completes in order
 ///   (issue #21). The lane stays busy until the run's last job is completed (`lanes.run_left`), so
 ///   nothing else of the chat is claimed meanwhile.
-/// - **Slots of a session.** Under the same limits, each free slot of a session (`max_in_flight`
-///   − `in_flight`) takes up to a run's length of jobs, from as many of its ready lanes as that
-///   needs, oldest first: one lane's run, or one job each of ten one-job chats (a broadcast). Each
-///   job comes back with its slot; the worker sends a slot's jobs one after another, so the sends
-///   at once never exceed the free slots. A lane is never split between slots (its slot is where
-///   its head falls), so a slot holds at most two runs' length. `in_flight` counts busy lanes, and
-///   a session is claimed from only while it is below its cap: a session of one slot that took
-///   ten chats waits until all ten are done. The rows come back slot by slot, lane by lane, each
-///   lane's in run order; a claim's budget of jobs (`$8`) cuts in that order, so a cut lane keeps
-///   its head.
+/// - **Slots of a session.** Under the same limits, a session of one slot (`max_in_flight` 1, the
+///   default), when free, takes up to a run's length of jobs from as many of its ready lanes as
+///   that needs, oldest first: one lane's run, or one job each of ten one-job chats (a broadcast).
+///   Each job comes back with its slot; the worker sends a slot's jobs one after another, so the
+///   session still sends one message at a time. A lane is never split (its slot is where its head
+///   falls), so a slot holds at most two runs' length. `in_flight` counts busy lanes, and a session
+///   is claimed from only below its cap, so it takes its next slot once all of this one's chats are
+///   done. A session of several slots takes one lane per free slot: counting busy chats against
+///   its cap would keep its other slots idle behind one slow send. The rows come back slot by slot,
+///   lane by lane, each lane's in run order; a claim's budget of jobs (`$8`) cuts in that order,
+///   so a cut lane keeps its head.
 /// A head that is not yet due (scheduled, or a stale ready time) is not taken; its lane's ready
 /// time is moved to the head's time.
 public enum ClaimQuery {
@@ -80,15 +81,20 @@ public enum ClaimQuery {
     /// four times as many ready lanes to find them.
     public static func claim(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil, sessions: Int? = nil,
                              on connection: PostgresConnection) async throws -> Batch {
+        try batch(from: try await connection.query(query(workerID: workerID, limit: limit, runs: runs, jobs: jobs, sessions: sessions)))
+    }
+
+    /// The claim's statement with its parameters (`claim` runs it; a worker sends it with its
+    /// transaction's `BEGIN`, one round trip).
+    public static func query(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil, sessions: Int? = nil) -> PostgresQuery {
         let jobs = jobs ?? limit * runs.length
         let candidates = 4 * max(1, sessions ?? limit)
         // A token of this claim's own: a completion written for an earlier claim of the same job,
         // even one that was rolled back, never counts for this one.
-        let rows = try await connection.query(PostgresQuery(sql, binds: [candidates.postgresBind, limit.postgresBind, workerID.postgresBind,
-                                                                         UUID().postgresBind, runs.length.postgresBind,
-                                                                         runs.pacedByDefault.postgresBind, runs.defaultBurst.postgresBind,
-                                                                         jobs.postgresBind]))
-        return try batch(from: rows)
+        return PostgresQuery(sql, binds: [candidates.postgresBind, limit.postgresBind, workerID.postgresBind,
+                                          UUID().postgresBind, runs.length.postgresBind,
+                                          runs.pacedByDefault.postgresBind, runs.defaultBurst.postgresBind,
+                                          jobs.postgresBind])
     }
 
     /// The jobs of a claim's rows: each a claimed job followed by its session's settings and the
@@ -145,10 +151,10 @@ public enum ClaimQuery {
                 ) ready
             ),
             sessions AS (
-                SELECT s.id, s.free, s.run
+                SELECT s.id, s.free, s.run, CASE WHEN s.max_in_flight = 1 THEN s.run ELSE 1 END AS chats
                 FROM (SELECT session_id FROM candidate_sessions ORDER BY session_id) c
                 CROSS JOIN LATERAL (
-                    SELECT s.id, s.max_in_flight - s.in_flight AS free,
+                    SELECT s.id, s.max_in_flight, s.max_in_flight - s.in_flight AS free,
                            CASE WHEN coalesce(s.pacing, $6) THEN 1 ELSE greatest(1, least($5, coalesce(s.burst, $7))) END AS run
                     FROM wa_outbox.sessions s
                     WHERE s.id = c.session_id
@@ -157,7 +163,7 @@ public enum ClaimQuery {
                 ) s
             ),
             picked AS (
-                SELECT l.session_id, l.chat, l.ready_at AS lane_ready, l.pending, h.id AS job_id, h.available_at, h.run_at, h.kind, s.run, s.free
+                SELECT l.session_id, l.chat, l.ready_at AS lane_ready, l.pending, h.id AS job_id, h.available_at, h.run_at, h.kind, s.run, s.free, s.chats
                 FROM sessions s
                 CROSS JOIN LATERAL (
                     SELECT w.chat FROM (
@@ -166,7 +172,7 @@ public enum ClaimQuery {
                         FROM wa_outbox.lanes lane
                         WHERE lane.session_id = s.id AND lane.ready_at <= now()
                         ORDER BY lane.ready_at
-                        LIMIT s.free * s.run
+                        LIMIT s.free * s.chats
                     ) w
                     WHERE w.before < s.free * s.run
                 ) w
@@ -181,7 +187,7 @@ public enum ClaimQuery {
                 LIMIT $2
             ),
             taken AS (
-                SELECT p.session_id, p.chat, r.id, p.run, p.free,
+                SELECT p.session_id, p.chat, r.id, p.run, p.free, p.chats,
                        row_number() OVER (PARTITION BY p.session_id ORDER BY p.lane_ready, p.chat, r.run_at, r.id) - 1 AS k
                 FROM picked p
                 CROSS JOIN LATERAL (
@@ -195,7 +201,8 @@ public enum ClaimQuery {
                 WHERE p.available_at <= now()
             ),
             due AS (
-                SELECT t.id AS job_id, t.k, (min(t.k) OVER (PARTITION BY t.session_id, t.chat) / t.run)::int AS slot
+                SELECT t.id AS job_id, t.k,
+                       (min(t.k) OVER (PARTITION BY t.session_id, t.chat) / CASE WHEN t.chats > 1 THEN t.run ELSE 1 END)::int AS slot
                 FROM taken t
                 WHERE t.k < t.free * t.run
                 ORDER BY t.session_id, t.k

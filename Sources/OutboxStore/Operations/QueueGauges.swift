@@ -13,7 +13,8 @@ public struct QueueGauges: Sendable, Equatable {
     /// Dispatches that could start now (`wa_outbox.runnable_demand()`): ready lanes, at most one per
     /// chat, bounded by each session's free slots; only sessions the claim would take.
     public var runnableDemand: Int
-    /// Dispatches running now plus `runnableDemand` (`wa_outbox.dispatch_demand()`): what an
+    /// Dispatches running now (busy chats, at most each session's `max_in_flight`: a slot's chats
+    /// are sent one after another) plus `runnableDemand` (`wa_outbox.dispatch_demand()`): what an
     /// autoscaler follows.
     public var dispatchDemand: Int
 
@@ -29,7 +30,7 @@ public struct QueueGauges: Sendable, Equatable {
             SELECT (coalesce(sum(l.pending), 0) - coalesce(sum(l.run_left), 0))::int8,
                    coalesce(extract(epoch FROM now() - min(h.created_at)), 0)::float8,
                    (SELECT wa_outbox.runnable_demand()),
-                   (SELECT coalesce(sum(s.in_flight), 0)::int8 FROM wa_outbox.sessions s)
+                   (SELECT coalesce(sum(least(s.in_flight, s.max_in_flight)), 0)::int8 FROM wa_outbox.sessions s)
             FROM wa_outbox.lanes l
             LEFT JOIN LATERAL (
                 SELECT j.created_at FROM wa_outbox.jobs j
