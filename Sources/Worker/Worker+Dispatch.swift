@@ -75,12 +75,15 @@ extension Worker {
 
     /// Sends the rest of a run, one job after another, after its first job (of `chat`) ended with
     /// `outcome` (nil: handed back). A chat whose job must run again gives back the rest of its
-    /// jobs; a hand-back or a wait of the whole session gives back all that is left (`RunProgress`).
+    /// jobs; a hand-back, a wait of the whole session or a lost job gives back all that is left
+    /// (`RunProgress`), and so does a worker that is stopping or past its lease.
     private func goOn(_ rest: ArraySlice<ClaimedJob>, after chat: String, _ outcome: Outcome?,
                       targets: [Int64: String], sessions: [String: SessionRecord]) async {
         var progress = RunProgress()
         guard progress.note(outcome, chat: chat) else { return hold(rest, behind: outcome) }
         for index in rest.indices {
+            // A worker shutting down, or cut off past its lease, starts nothing more of a run.
+            guard lease.holds, !Task.isCancelled, !state.withLockedValue({ $0.stopping }) else { return hold(rest[index...], behind: nil) }
             let job = rest[index]
             if let stopped = progress.stopped(job.chat) {
                 hold(rest[index...index], behind: stopped)
