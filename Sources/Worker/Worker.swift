@@ -174,8 +174,14 @@ public final class Worker: Sendable {
                 }
                 claimed = batch.jobs.count
                 full = claimed == budget || batch.lanes == lanes
-                // A claim that came back short found less than it looked for: the next looks wide again.
-                (jobsPerLane, jobsPerSession) = full ? (max(1, claimed / batch.lanes), max(1, claimed / batch.sessions.count)) : (1, 1)
+                // The next claim expects what this one found; after one that found nothing, it
+                // looks for sessions widely again (the lanes it asks for stay as they were).
+                if claimed > 0 {
+                    jobsPerLane = max(1, claimed / batch.lanes)
+                    jobsPerSession = max(1, claimed / batch.sessions.count)
+                } else {
+                    jobsPerSession = 1
+                }
                 let go = batch.runs.compactMap { withoutRefused($0, verdict: verdict) }
                 // Preparing and admitting runs beside the next claim, in chunks, so the first
                 // dispatches start while the rest of a large batch is still being admitted.
