@@ -74,19 +74,26 @@ struct MigrationTests {
         await db.close()
     }
 
+    /// A fresh database migrated up to (not including) `version`, with one session and one
+    /// queued send in each of two chats; and every shipped migration, to finish the upgrade.
+    func databaseBefore(_ version: Int, session: String) async throws -> (PostgresDatabase, [Migration]) {
+        let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
+        let all = try shippedMigrations()
+        try await Migrator(migrations: all.filter { $0.version < version }, logger: TestEnvironment.logger).migrate(db)
+        try await db.query("INSERT INTO wa_outbox.sessions (id, org, engine) VALUES (\(session), 'org1', 'sim')")
+        for chat in ["491510000001@s.whatsapp.net", "491510000002@s.whatsapp.net"] {
+            try await db.query("""
+                SELECT wa_outbox.enqueue('org1', \(session), 'send', jsonb_build_object('type', 'text', 'text', 'hi', 'chat', \(chat)))
+                """)
+        }
+        return (db, all)
+    }
+
     /// 0008 moves "which job is running" from an index on the job row to its lane. A database
     /// upgraded while a job runs must keep that job findable by the rescue, or a worker that died
     /// mid-upgrade would leave it running for ever.
     @Test func upgradingTo0008KeepsARunningJobFindableThroughItsLane() async throws {
-        let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
-        let all = try shippedMigrations()
-        try await Migrator(migrations: all.filter { $0.version < 8 }, logger: TestEnvironment.logger).migrate(db)
-        try await db.query("INSERT INTO wa_outbox.sessions (id, org, engine) VALUES ('up1', 'org1', 'sim')")
-        for chat in ["491510000001@s.whatsapp.net", "491510000002@s.whatsapp.net"] {
-            try await db.query("""
-                SELECT wa_outbox.enqueue('org1', 'up1', 'send', jsonb_build_object('type', 'text', 'text', 'hi', 'chat', \(chat)))
-                """)
-        }
+        let (db, all) = try await databaseBefore(8, session: "up1")
         // What a 0007 claim leaves: the first chat's job running under a worker whose lease lapsed.
         let running: Int64 = try await db.query("""
             UPDATE wa_outbox.jobs SET state = 'running', attempts = 1, worker_id = gen_random_uuid()
@@ -109,15 +116,7 @@ struct MigrationTests {
     /// the lane updates of workers built before it (which leave `run_left` alone) are refused, so an
     /// old worker can neither claim a lane nor free one that a new worker's run holds.
     @Test func upgradingTo0021KeepsARunningJobRescuableAndRefusesOldLaneUpdates() async throws {
-        let db = database(try await TestEnvironment.freshDatabase(prefix: "mig"))
-        let all = try shippedMigrations()
-        try await Migrator(migrations: all.filter { $0.version < 21 }, logger: TestEnvironment.logger).migrate(db)
-        try await db.query("INSERT INTO wa_outbox.sessions (id, org, engine) VALUES ('up21', 'org1', 'sim')")
-        for chat in ["491510000001@s.whatsapp.net", "491510000002@s.whatsapp.net"] {
-            try await db.query("""
-                SELECT wa_outbox.enqueue('org1', 'up21', 'send', jsonb_build_object('type', 'text', 'text', 'hi', 'chat', \(chat)))
-                """)
-        }
+        let (db, all) = try await databaseBefore(21, session: "up21")
         // What a 0020 claim leaves: the first chat's job running under a worker whose lease lapsed.
         let running: Int64 = try await db.query("""
             UPDATE wa_outbox.jobs SET state = 'running', attempts = 1, worker_id = gen_random_uuid(), claim_token = gen_random_uuid()
