@@ -201,15 +201,16 @@ public final class Worker: Sendable {
     }
 
     /// Claims (the `BEGIN` and the claim in one round trip) and checks edits and revokes in one
-    /// transaction, so a failure anywhere leaves the jobs queued. If the commit's fate is unknown
-    /// (the connection broke), the jobs are handed back through fenced completions, which do
+    /// transaction, so a failure anywhere leaves the jobs queued. The claim runs its generic plan:
+    /// its probes fix its shape whatever the parameters (`ClaimQuery`), and PostgreSQL, left to
+    /// choose, planned it anew on every claim. If the commit's fate is unknown (the connection broke), the jobs are handed back through fenced completions, which do
     /// nothing if the claim did not commit.
     private func claim(lanes: Int, jobs: Int, sessions: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
         var taken: [ClaimedJob] = []
         do {
             let claim = ClaimQuery.query(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, sessions: sessions)
             let (batch, verdict) = try await database.withConnection { connection in
-                try await connection.withTransaction(startingWith: claim) { rows, connection in
+                try await connection.withTransaction(startingWith: claim, genericPlan: true) { rows, connection in
                     let batch = try ClaimQuery.batch(from: rows)
                     taken = batch.jobs
                     try configuration.afterClaim?()

@@ -25,7 +25,7 @@ struct PlanTests {
         return fixture
     }
 
-    @Test func theCompletionLocksEachJobByItsPrimaryKey() async throws {
+    @Test func theCompletionTakesEachJobByItsPrimaryKey() async throws {
         let fixture = try await queueAnalyzed { try await $0.query("ANALYZE wa_outbox.jobs") }
 
         let worker = UUID()
@@ -33,9 +33,23 @@ struct PlanTests {
         #expect(claimed.count == 20)
         let completions = claimed.map { Completion(jobID: $0.id, claim: $0.claim, workerID: worker, outcome: .succeeded) }
         let statement = CompletionQuery.query(completions)
-        let plan = try await fixture.database.query(PostgresQuery("EXPLAIN " + statement.sql, binds: statement.binds))
+        let custom = try await fixture.database.query(PostgresQuery("EXPLAIN " + statement.sql, binds: statement.binds))
             .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
-        #expect(plan.contains("Index Scan using jobs_pkey on jobs held"), "the completion does not probe each job by id:\n\(plan)")
+        // The plan it runs after a few completions: the generic one.
+        let generic = try await fixture.database.withConnection { connection in
+            try await connection.execute("SET plan_cache_mode = force_generic_plan")
+            try await connection.execute("PREPARE plan_complete(int8[], text[], text[], text[], text[], text[], int8[], text[], text[]) AS " + CompletionQuery.sql)
+            let plan = try await connection.query("""
+                EXPLAIN EXECUTE plan_complete('{1,2}', '{null,null}', '{a,b}', '{succeeded,succeeded}', '{null,null}', '{null,null}', '{0,0}', '{null,null}', '{null,null}')
+                """).map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
+            try await connection.execute("DEALLOCATE plan_complete")
+            try await connection.execute("RESET plan_cache_mode")
+            return plan
+        }
+        for plan in [custom, generic] {
+            #expect(plan.contains("Index Scan using jobs_pkey on jobs j"), "the completion does not probe each job by id:\n\(plan)")
+            #expect(!plan.contains("Seq Scan on jobs"), "the completion scans the jobs:\n\(plan)")
+        }
 
         // And it still counts, once: a second identical completion is fenced off.
         let counted = try await fixture.database.withConnection { try await CompletionQuery.complete(completions, on: $0) }
@@ -65,6 +79,7 @@ struct PlanTests {
         }
         #expect(plan.contains("Index Scan using jobs_pkey on jobs"), "the claim does not take its jobs by primary key:\n\(plan)")
         #expect(!plan.contains("Seq Scan on jobs"), "the claim (or its runs) scans the jobs:\n\(plan)")
+        #expect(!plan.contains("Seq Scan on lanes"), "the claim scans the lanes:\n\(plan)")
         try await fixture.database.query("UPDATE wa_outbox.sessions SET max_in_flight = 2")
         let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: UUID(), limit: 20, on: $0) }
         #expect(claimed.jobs.count == 20)

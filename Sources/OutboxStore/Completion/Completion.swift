@@ -35,14 +35,15 @@ public struct Completion: Sendable {
 /// claim (`jobs.claim_token`, migration 0019). A worker that stalled past its lease, whose job was handed to another worker, finds
 /// its late completion ignored; `complete` returns the ids that counted.
 ///
-/// Each completion locks its job by one primary-key probe (a lateral `FOR UPDATE` behind `OFFSET
-/// 0`: never flattened into a join, and nothing else pushed into it), then checks the fence on the
-/// row it holds, which is the newest version if another transaction changed the job meanwhile.
-/// Written as a join, or with the fence inside the probe, statistics saying few jobs run let the
-/// planner walk the index of running jobs instead (`jobs_running`, until migration 0008: hashing
-/// all of it, or scanning all of this worker's entries per completion), and during a large drain
-/// that index held every claimed job's dead entry until vacuum reached it: 40 ms to 1 s per
-/// completion on a 1M-job backlog, halving a worker's throughput.
+/// Each completion takes its job by one primary-key probe and checks the fence in the update's
+/// own condition: when another transaction changed the job meanwhile, PostgreSQL waits for it and
+/// rechecks the condition on the newest version, so no separate row lock (and its WAL record) is
+/// needed. The plan must stay a probe per job whatever the statistics say, so the condition names
+/// nothing the planner could estimate the jobs by alone: the input is materialized and carries the
+/// state the fence expects (`i.running`). Written `j.state = 'running'`, statistics taken while
+/// no job ran made the planner scan the jobs for running ones; with an index of running jobs
+/// (`jobs_running`, until migration 0008) it walked that, 40 ms to 1 s per completion on a 1M-job
+/// backlog. PlanTests holds the shape, generic plan included.
 public enum CompletionQuery {
     /// Writes `completions`; with `notifyingAfterCommit` the statement sends no NOTIFY (the caller
     /// signals a `WakeupNotifier` once it returns), so concurrent writers commit together.
@@ -99,8 +100,8 @@ public enum CompletionQuery {
     public static let silentSQL = statement(input: "\n        WHERE set_config('wa_outbox.notify', 'after_commit', true) IS NOT NULL")
 
     static func statement(input filter: String) -> String { """
-            WITH input AS (
-                SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[],
+            WITH input AS MATERIALIZED (
+                SELECT *, 'running'::text AS running FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[],
                                      $5::text[], $6::text[], $7::int8[], $8::text[], $9::text[]) WITH ORDINALITY
                     AS i(id, claim, worker_id, outcome, error_code, error_message, delay_ms, engine_message_id, engine_key_id, n)\(filter)
             ),
@@ -119,16 +120,9 @@ public enum CompletionQuery {
                     finished_at = CASE WHEN i.outcome IN ('succeeded', 'failed') THEN now() END,
                     engine_message_id = coalesce(i.engine_message_id, j.engine_message_id),
                     engine_key_id = coalesce(i.engine_key_id, j.engine_key_id)
-                FROM (SELECT i.* FROM input i
-                      CROSS JOIN LATERAL (
-                          SELECT held.state, held.worker_id, held.claim_token FROM wa_outbox.jobs held
-                          WHERE held.id = i.id
-                          OFFSET 0
-                          FOR UPDATE
-                      ) held
-                      WHERE held.state = 'running' AND held.worker_id = i.worker_id::uuid
-                        AND held.claim_token IS NOT DISTINCT FROM i.claim::uuid) i
-                WHERE j.id = i.id
+                FROM input i
+                WHERE j.id = i.id AND j.state = i.running AND j.worker_id = i.worker_id::uuid
+                  AND j.claim_token IS NOT DISTINCT FROM i.claim::uuid
                 RETURNING j.id, j.org, j.session_id, j.chat, j.kind, j.wa_message_id, j.state, j.available_at,
                           j.attempts, i.outcome, i.error_code, i.error_message, i.n
             ),
@@ -162,16 +156,18 @@ public enum CompletionQuery {
             ),
             sessions_done AS (
                 UPDATE wa_outbox.sessions s SET
-                    in_flight = greatest(s.in_flight - coalesce(f.n, 0), 0),
+                    in_flight = greatest(s.in_flight - c.freed, 0),
                     not_before = greatest(s.not_before, coalesce(c.wait_until, '-infinity')),
                     state = CASE WHEN c.restricted IS NOT NULL THEN 'restricted' ELSE s.state END,
                     state_reason = coalesce(c.restricted, s.state_reason)
                 FROM (SELECT session_id,
                              max(available_at) FILTER (WHERE outcome = 'defer' AND error_code IN ('rate_limited', 'session_unavailable')) AS wait_until,
-                             max(error_message) FILTER (WHERE outcome = 'defer' AND error_code = 'account_restricted') AS restricted
-                      FROM updated GROUP BY session_id) c
-                LEFT JOIN (SELECT session_id, count(*)::int AS n FROM lanes_done WHERE NOT busy GROUP BY session_id) f
-                       ON f.session_id = c.session_id
+                             max(error_message) FILTER (WHERE outcome = 'defer' AND error_code = 'account_restricted') AS restricted,
+                             count(*) FILTER (WHERE freed)::int AS freed
+                      FROM (SELECT session_id, available_at, outcome, error_code, error_message, false AS freed FROM updated
+                            UNION ALL
+                            SELECT session_id, NULL, NULL, NULL, NULL, true FROM lanes_done WHERE NOT busy) u
+                      GROUP BY session_id) c
                 JOIN wa_outbox.sessions before ON before.id = c.session_id
                 WHERE s.id = c.session_id
                 RETURNING s.id, s.org, c.restricted, before.state AS state_before
