@@ -224,9 +224,9 @@ public final class WhatsAppSimulator: Sendable {
     private func apply(_ operation: WhatsAppOperation, session: String, now: Date, state: inout State) throws(SimulatorError) -> EngineReceipt {
         switch operation {
         case .send(let id, let chat, let content):
-            let number = chat.split(separator: "@").first.map(String.init) ?? ""
-            if let prefix = configuration.unknownNumberPrefix, chat.hasSuffix("@s.whatsapp.net"), number.hasPrefix(prefix) {
-                throw .notOnWhatsApp(number)
+            if let prefix = configuration.unknownNumberPrefix, chat.hasSuffix("@s.whatsapp.net") {
+                let number = chat.split(separator: "@").first.map(String.init) ?? ""
+                if number.hasPrefix(prefix) { throw .notOnWhatsApp(number) }
             }
             if let existing = state.messages[id] {
                 state.suppressedDuplicates += 1

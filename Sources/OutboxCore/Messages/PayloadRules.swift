@@ -8,10 +8,11 @@ enum PayloadRules {
     static let maxText = 65_536
     static let pollOptions = 2...12
     static let contactCount = 1...20
-    /// What `wa_outbox.is_blank` trims: ASCII whitespace only.
-    static let blank = CharacterSet(charactersIn: " \t\n\r\u{0B}\u{0C}")
-
-    static func isBlank(_ text: String) -> Bool { text.trimmingCharacters(in: blank).isEmpty }
+    /// Whether `text` is empty or only what `wa_outbox.is_blank` trims: ASCII whitespace (space,
+    /// tab, newline, vertical tab, form feed, carriage return), each one UTF-8 byte.
+    static func isBlank(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 == 0x20 || (0x09...0x0D).contains($0) }
+    }
 
     static func text(_ text: String?, what: String) throws(OutboxError) -> String {
         guard let text, !isBlank(text) else {
