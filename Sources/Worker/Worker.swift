@@ -149,6 +149,7 @@ public final class Worker: Sendable {
     private func claimLoop(_ group: inout DiscardingTaskGroup) async {
         var jobsPerLane = 1
         var jobsPerSession = 1
+        var candidates = CandidateScan()
         while !state.withLockedValue({ $0.stopping }) && !Task.isCancelled {
             guard lease.holds else {
                 // Its jobs may be handed to others at any moment: take none until a heartbeat
@@ -162,10 +163,12 @@ public final class Worker: Sendable {
             if free > 0 {
                 let budget = min(configuration.batchSize, free)
                 let lanes = (budget + jobsPerLane - 1) / jobsPerLane
+                let sessions = (budget + jobsPerSession - 1) / jobsPerSession
                 let batch: ClaimQuery.Batch
                 let verdict: Preflight.Verdict
                 do {
-                    (batch, verdict) = try await claim(lanes: lanes, jobs: budget, sessions: (budget + jobsPerSession - 1) / jobsPerSession)
+                    (batch, verdict) = try await claim(lanes: lanes, jobs: budget, sessions: sessions,
+                                                       candidates: candidates.lanes(sessions: sessions, budget: budget))
                 } catch {
                     WorkerMetrics.postgresError()
                     logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
@@ -179,6 +182,7 @@ public final class Worker: Sendable {
                 if claimed > 0 {
                     jobsPerLane = max(1, claimed / batch.lanes)
                     jobsPerSession = max(1, claimed / batch.sessions.count)
+                    candidates.found(batch.candidateSessions, of: sessions)
                 } else {
                     jobsPerSession = 1
                 }
@@ -205,10 +209,10 @@ public final class Worker: Sendable {
     /// its probes fix its shape whatever the parameters (`ClaimQuery`), and PostgreSQL, left to
     /// choose, planned it anew on every claim. If the commit's fate is unknown (the connection broke), the jobs are handed back through fenced completions, which do
     /// nothing if the claim did not commit.
-    private func claim(lanes: Int, jobs: Int, sessions: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
+    private func claim(lanes: Int, jobs: Int, sessions: Int, candidates: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
         var taken: [ClaimedJob] = []
         do {
-            let claim = ClaimQuery.query(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, sessions: sessions)
+            let claim = ClaimQuery.query(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, sessions: sessions, candidates: candidates)
             let (batch, verdict) = try await database.withConnection { connection in
                 try await connection.withTransaction(startingWith: claim, genericPlan: true) { rows, connection in
                     let batch = try ClaimQuery.batch(from: rows)

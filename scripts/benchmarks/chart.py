@@ -80,6 +80,9 @@ for workers, run in results.get("drain_broadcast", {}).items():
     if broadcast_ceiling:
         beside += f"; {100 * run['jobs_per_s'] / broadcast_ceiling['jobs_per_s']:.0f}% of its SQL ceiling"
     lines.append(f"| broadcast (one job a chat), {workers} worker(s) | {run['jobs_per_s']:,} jobs/s (runs: {run.get('runs_jobs_per_s')}) | {beside} |")
+if "drain_campaign" in results:
+    run = results["drain_campaign"]
+    lines.append(f"| broadcast as campaigns one session after another, 1 worker | {run['jobs_per_s']:,} jobs/s (runs: {run.get('runs_jobs_per_s')}) | |")
 if "drain_http" in results:
     lines.append(f"| drain, 1 worker, simulator over HTTP | {results['drain_http']['jobs_per_s']:,} jobs/s | |")
 for name, run in ceiling.items():

@@ -1,4 +1,4 @@
-"""Helpers the benchmark scripts that start processes share: stderr logging, psql, a free port."""
+"""Helpers the benchmark scripts share: stderr logging, psql, a free port, the machine's facts."""
 import os
 import socket
 import subprocess
@@ -18,3 +18,15 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def machine_facts(psql):
+    """CPUs, memory, and the PostgreSQL version and settings a run measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "postgres": psql("SHOW server_version"),
+        "postgres_settings": dict(line.split("|") for line in psql(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', "
+            "'full_page_writes', 'max_connections', 'wal_level', 'max_wal_size', 'autovacuum') ORDER BY name").splitlines()),
+    }

@@ -8,6 +8,7 @@ Each scenario prints its figures and adds them to results.json. Nothing here ass
 """
 import json, os, signal, statistics, subprocess, sys, tempfile, time  # noqa: E401
 
+from common import machine_facts
 from stats import median_percentiles, percentile, percentiles
 
 BIN = os.environ["WA_BIN"]
@@ -41,16 +42,19 @@ def reset(sessions=SESSIONS, max_in_flight=1):
     """)
 
 
-def fill(n, sessions=SESSIONS, chats=CHATS, hot=0):
-    """Queues n text sends over sessions x chats (job g to session g % sessions), plus `hot` sends
-    to one chat of session s1, in bulk: jobs, then their lanes (as enqueue keeps them). Message
-    ids are new every time (a sent id's Redis lock lives on for its TTL). Ends with a CHECKPOINT,
-    so the fill's dirty pages are not written during the measurement that follows."""
-    chat = f"(4915100000000 + (g / {sessions}) % {chats})::text || '@s.whatsapp.net'"
+def fill(n, sessions=SESSIONS, chats=CHATS, hot=0, by_session=False):
+    """Queues n text sends over sessions x chats (job g to session g % sessions; `by_session`: the
+    first n / sessions to s1, then s2's, each to a chat of its own, as campaigns enqueued one
+    after another), plus `hot` sends to one chat of session s1, in bulk: jobs, then their lanes in
+    the order enqueue creates them (a chat's first job first). Message ids are new every time (a
+    sent id's Redis lock lives on for its TTL). Ends with a CHECKPOINT, so the fill's dirty pages
+    are not written during the measurement that follows."""
+    session, chat = (f"(g / {n // sessions} + 1)", f"g % {n // sessions}") if by_session else (f"(g % {sessions} + 1)", f"(g / {sessions}) % {chats}")
+    chat = f"(4915100000000 + {chat})::text || '@s.whatsapp.net'"
     salt = os.urandom(4).hex().upper()
     psql(f"""
         INSERT INTO wa_outbox.jobs (org, session_id, chat, kind, wa_message_id, payload, deadline)
-        SELECT 'org1', 's' || (g % {sessions} + 1), {chat}, 'send', '3EB0{salt}' || lpad(upper(to_hex(g)), 10, '0'),
+        SELECT 'org1', 's' || {session}, {chat}, 'send', '3EB0{salt}' || lpad(upper(to_hex(g)), 10, '0'),
                jsonb_build_object('type', 'text', 'chat', {chat}, 'text', 'bench ' || g), now() + interval '1 day'
         FROM generate_series(0, {n} - 1) g;
         INSERT INTO wa_outbox.jobs (org, session_id, chat, kind, wa_message_id, payload, deadline)
@@ -58,7 +62,7 @@ def fill(n, sessions=SESSIONS, chats=CHATS, hot=0):
                jsonb_build_object('type', 'text', 'chat', '4915199999999@s.whatsapp.net', 'text', 'hot ' || g), now() + interval '1 day'
         FROM generate_series(1, {hot}) g;
         INSERT INTO wa_outbox.lanes (session_id, chat, org, pending, busy, ready_at)
-        SELECT session_id, chat, 'org1', count(*), false, now() FROM wa_outbox.jobs WHERE state = 'queued' GROUP BY 1, 2;
+        SELECT session_id, chat, 'org1', count(*), false, now() FROM wa_outbox.jobs WHERE state = 'queued' GROUP BY 1, 2 ORDER BY min(id);
         VACUUM ANALYZE wa_outbox.jobs;
         VACUUM ANALYZE wa_outbox.lanes;
         VACUUM ANALYZE wa_outbox.sessions;
@@ -128,23 +132,26 @@ def drain(workers=1, redis=False, timeout=None, extra=()):
 
 # ---------------------------------------------------------------------------------------------
 
+def filled_drain(workers, **shape):
+    reset()
+    fill(N, **shape)
+    return drain(workers)
+
+
 def scenario_drain(broadcast=False):
     chats = max(N // SESSIONS, 1) if broadcast else CHATS
     log(f"\n## {'broadcast' if broadcast else 'drain'}: {N:,} queued sends over {SESSIONS} sessions x {chats} chats, "
         "in-process simulator, pacing off, no Redis")
     out = {}
     for workers in (1, 2, 4):
-        runs = []
-        for _ in range(1 if QUICK else 3):
-            reset()
-            fill(N, chats=chats)
-            runs.append(drain(workers))
-        best = median_drain(runs)
+        best = median_drain([filled_drain(workers, chats=chats) for _ in range(1 if QUICK else 3)])
         out[str(workers)] = best
         log(f"  {workers} worker process(es): {best['jobs_per_s']:,} jobs/s median of {best['runs_jobs_per_s']}, "
             f"peak RSS {best['peak_rss_mb']} MB (with the in-process simulator's memory of every message)")
     results["drain_broadcast" if broadcast else "drain"] = out
-    if broadcast:
+    if broadcast:  # the same jobs as campaigns, one session's after another's: its chats lie together
+        results["drain_campaign"] = median_drain([filled_drain(1, chats=chats, by_session=True) for _ in range(1 if QUICK else 3)])
+        log(f"  campaigns one after another, 1 worker: {results['drain_campaign']['jobs_per_s']:,} jobs/s median of {results['drain_campaign']['runs_jobs_per_s']}")
         return
     # The worker's own memory: the same drain with the simulator in its own process (HTTP, wuzapi).
     port = subprocess.run(["bash", os.path.join(os.path.dirname(__file__), "..", "lib", "servers.sh"), "free-port"],
@@ -378,15 +385,7 @@ def main():
     path = os.path.join(OUT, "results.json")
     if os.path.exists(path) and set(chosen) != set(SCENARIOS):
         results.update(json.load(open(path)))  # a partial run updates the scenarios it ran
-    machine = {
-        "cpus": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "postgres": psql("SHOW server_version"),
-        "postgres_settings": dict(line.split("|") for line in psql(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', "
-            "'full_page_writes', 'max_connections', 'wal_level', 'max_wal_size', 'autovacuum') ORDER BY name").splitlines()),
-        "quick": QUICK, "jobs": N, "sessions": SESSIONS, "chats_per_session": CHATS,
-    }
+    machine = dict(machine_facts(psql), quick=QUICK, jobs=N, sessions=SESSIONS, chats_per_session=CHATS)
     results["machine"] = machine
     log(f"machine: {machine['cpus']} CPUs, {machine['memory_gb']} GB, PostgreSQL {machine['postgres']} {machine['postgres_settings']}")
     for name in chosen:

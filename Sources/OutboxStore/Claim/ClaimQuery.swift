@@ -25,6 +25,9 @@ import PostgresClient
 ///   with pacing on (most sessions waiting at any moment) a claim costs in proportion to the
 ///   waiting sessions' ready chats. Three scans driven by sessions instead were measured and
 ///   dropped (docs/benchmarks-analysis.md, *Noticed*): each cost the light-load latency or the drain more.
+///   A runnable session's own ready chats do fill it: a campaign's thousands lie together in
+///   `ready_at` order, so the scan (`$1` lanes) returns how many sessions it found, and a worker
+///   widens it while that is too few (`CandidateScan`).
 /// - **No double claim.** Lanes and sessions are row-locked by the claim and updated in the same
 ///   statement, so a job is handed to one worker at a time.
 /// - **Only a job still queued.** The head is found in the statement's snapshot, and a transaction
@@ -73,22 +76,27 @@ public enum ClaimQuery {
         public var runs: [[ClaimedJob]] = []
         /// The lanes (chats) the jobs came from.
         public var lanes = 0
+        /// How many sessions the claim's candidate scan found ready, before locks and caps (0 for
+        /// a claim of one job): few against the sessions asked for means their ready chats lie
+        /// together in the scan's order, as a campaign's do, and a wider scan would find more.
+        public var candidateSessions = 0
     }
 
     /// Takes up to `limit` lanes' heads, or runs where `runs` allows them, `jobs` at most in all
     /// (by default as many as `limit` full runs): lane by lane, so a cut run is the lane's last.
-    /// `sessions`: how many sessions the claim expects to take from (by default `limit`); it scans
-    /// four times as many ready lanes to find them.
+    /// `sessions`: how many sessions the claim expects to take from (by default `limit`);
+    /// `candidates`: how many ready lanes it scans to find them (by default four per session).
     public static func claim(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil, sessions: Int? = nil,
-                             on connection: PostgresConnection) async throws -> Batch {
-        try batch(from: try await connection.query(query(workerID: workerID, limit: limit, runs: runs, jobs: jobs, sessions: sessions)))
+                             candidates: Int? = nil, on connection: PostgresConnection) async throws -> Batch {
+        try batch(from: try await connection.query(query(workerID: workerID, limit: limit, runs: runs, jobs: jobs, sessions: sessions, candidates: candidates)))
     }
 
     /// The claim's statement with its parameters (`claim` runs it; a worker sends it with its
     /// transaction's `BEGIN`, one round trip).
-    public static func query(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil, sessions: Int? = nil) -> PostgresQuery {
+    public static func query(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil, sessions: Int? = nil,
+                             candidates: Int? = nil) -> PostgresQuery {
         let jobs = jobs ?? limit * runs.length
-        let candidates = 4 * max(1, sessions ?? limit)
+        let candidates = candidates ?? 4 * max(1, sessions ?? limit)
         // A token of this claim's own: a completion written for an earlier claim of the same job,
         // even one that was rolled back, never counts for this one.
         return PostgresQuery(sql, binds: [candidates.postgresBind, limit.postgresBind, workerID.postgresBind,
@@ -115,6 +123,7 @@ public enum ClaimQuery {
                 claim: try row.decode(UUID.self, at: 15)
             )
             let number: Int = try row.decode(at: 28)
+            batch.candidateSessions = try row.decode(at: 29)
             if let last = batch.jobs.last, last.sessionID == job.sessionID, last.chat == job.chat {} else { batch.lanes += 1 }
             if slot == (job.sessionID, number) {
                 batch.runs[batch.runs.count - 1].append(job)
@@ -133,8 +142,8 @@ public enum ClaimQuery {
     /// The statement. $1: candidate lanes to scan (4 × the sessions expected), $2: the limit (lanes), $3: the
     /// worker id, $4: this claim's token, $5 … $7: the `RunLimit` (length, paced by default, default
     /// burst), $8: jobs at most.
-    /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`)
-    /// and its slot.
+    /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`),
+    /// its slot and the sessions the candidate scan found.
     public static let sql = """
             WITH candidate_sessions AS (
                 SELECT DISTINCT session_id FROM (
@@ -213,7 +222,7 @@ public enum ClaimQuery {
                 FROM picked p
                 WHERE p.available_at > now() AND l.session_id = p.session_id AND l.chat = p.chat
             ),
-            \(takeDue(worker: "$3", token: "$4"))
+            \(takeDue(worker: "$3", token: "$4", candidates: "(SELECT count(*) FROM candidate_sessions)::int"))
             """
 
     /// A session `s` whose jobs may be claimed: active, connected (or not asked yet), out of its
@@ -245,10 +254,11 @@ public enum ClaimQuery {
         """
 
     /// What every claim does with the jobs it found (a CTE `due` with a `job_id` column; `worker`
-    /// and `token`: the parameters of the claimer's id and of the claim's token): takes those still
+    /// and `token`: the parameters of the claimer's id and of the claim's token; `candidates`: the
+    /// last column, how many sessions its candidate scan found): takes those still
     /// queued, marks their lanes busy and counts them into their sessions' in-flight, and returns
     /// each with its session's settings.
-    static func takeDue(worker: String, token: String) -> String { """
+    static func takeDue(worker: String, token: String, candidates: String) -> String { """
             claimed AS (
                 UPDATE wa_outbox.jobs j
                 SET state = 'running', attempts = j.attempts + 1, claim_token = \(token), worker_id = \(worker)
@@ -273,7 +283,7 @@ public enum ClaimQuery {
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
                    c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago, c.claim_token,
-                   \(SessionRecord.settingsColumns(of: "s")), c.slot
+                   \(SessionRecord.settingsColumns(of: "s")), c.slot, \(candidates) AS candidate_sessions
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
             ORDER BY c.session_id, c.slot, c.k
             """
