@@ -164,11 +164,11 @@ public final class Worker: Sendable {
                 let budget = min(configuration.batchSize, free)
                 let lanes = (budget + jobsPerLane - 1) / jobsPerLane
                 let sessions = (budget + jobsPerSession - 1) / jobsPerSession
+                let scan = candidates.lanes(sessions: sessions, budget: budget)
                 let batch: ClaimQuery.Batch
                 let verdict: Preflight.Verdict
                 do {
-                    (batch, verdict) = try await claim(lanes: lanes, jobs: budget, sessions: sessions,
-                                                       candidates: candidates.lanes(sessions: sessions, budget: budget))
+                    (batch, verdict) = try await claim(lanes: lanes, jobs: budget, sessions: sessions, candidates: scan)
                 } catch {
                     WorkerMetrics.postgresError()
                     logger.warning("claim failed; will retry", metadata: ["error": "\(error)"])
@@ -182,7 +182,7 @@ public final class Worker: Sendable {
                 if claimed > 0 {
                     jobsPerLane = max(1, claimed / batch.lanes)
                     jobsPerSession = max(1, claimed / batch.sessions.count)
-                    candidates.found(batch.candidateSessions, of: sessions)
+                    candidates.found(batch.candidateSessions, of: sessions, scanned: batch.candidateLanes, limit: scan)
                 } else {
                     jobsPerSession = 1
                 }
@@ -205,10 +205,12 @@ public final class Worker: Sendable {
     }
 
     /// Claims (the `BEGIN` and the claim in one round trip) and checks edits and revokes in one
-    /// transaction, so a failure anywhere leaves the jobs queued. The claim runs its generic plan:
-    /// its probes fix its shape whatever the parameters (`ClaimQuery`), and PostgreSQL, left to
-    /// choose, planned it anew on every claim. If the commit's fate is unknown (the connection broke), the jobs are handed back through fenced completions, which do
-    /// nothing if the claim did not commit.
+    /// transaction, so a failure anywhere leaves the jobs queued. The transaction runs generic
+    /// plans: the claim's probes fix its shape whatever the parameters (`ClaimQuery`), and
+    /// PostgreSQL, left to choose, planned it anew on every claim; the preflight's lookup is one
+    /// index probe per edit or revoke either way. If the commit's fate is unknown (the connection
+    /// broke), the jobs are handed back through fenced completions, which do nothing if the claim
+    /// did not commit.
     private func claim(lanes: Int, jobs: Int, sessions: Int, candidates: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
         var taken: [ClaimedJob] = []
         do {

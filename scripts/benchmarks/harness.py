@@ -49,7 +49,8 @@ def fill(n, sessions=SESSIONS, chats=CHATS, hot=0, by_session=False):
     the order enqueue creates them (a chat's first job first). Message ids are new every time (a
     sent id's Redis lock lives on for its TTL). Ends with a CHECKPOINT, so the fill's dirty pages
     are not written during the measurement that follows."""
-    session, chat = (f"(g / {n // sessions} + 1)", f"g % {n // sessions}") if by_session else (f"(g % {sessions} + 1)", f"(g / {sessions}) % {chats}")
+    per = max(1, n // sessions)
+    session, chat = (f"least(g / {per} + 1, {sessions})", f"g % {per}") if by_session else (f"(g % {sessions} + 1)", f"(g / {sessions}) % {chats}")
     chat = f"(4915100000000 + {chat})::text || '@s.whatsapp.net'"
     salt = os.urandom(4).hex().upper()
     psql(f"""

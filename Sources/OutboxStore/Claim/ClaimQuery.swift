@@ -80,6 +80,9 @@ public enum ClaimQuery {
         /// a claim of one job): few against the sessions asked for means their ready chats lie
         /// together in the scan's order, as a campaign's do, and a wider scan would find more.
         public var candidateSessions = 0
+        /// How many ready lanes that scan returned: fewer than it was asked for means it saw every
+        /// ready lane of a runnable session, and a wider scan would find nothing more.
+        public var candidateLanes = 0
     }
 
     /// Takes up to `limit` lanes' heads, or runs where `runs` allows them, `jobs` at most in all
@@ -124,6 +127,7 @@ public enum ClaimQuery {
             )
             let number: Int = try row.decode(at: 28)
             batch.candidateSessions = try row.decode(at: 29)
+            batch.candidateLanes = try row.decode(at: 30)
             if let last = batch.jobs.last, last.sessionID == job.sessionID, last.chat == job.chat {} else { batch.lanes += 1 }
             if slot == (job.sessionID, number) {
                 batch.runs[batch.runs.count - 1].append(job)
@@ -143,21 +147,22 @@ public enum ClaimQuery {
     /// worker id, $4: this claim's token, $5 … $7: the `RunLimit` (length, paced by default, default
     /// burst), $8: jobs at most.
     /// Each row is a claimed job followed by its session's settings (`SessionRecord.settingsColumns`),
-    /// its slot and the sessions the candidate scan found.
+    /// its slot, and the sessions and lanes the candidate scan found.
     public static let sql = """
-            WITH candidate_sessions AS (
-                SELECT DISTINCT session_id FROM (
-                    SELECT l.session_id FROM wa_outbox.lanes l
-                    CROSS JOIN LATERAL (
-                        SELECT 1 FROM wa_outbox.sessions s
-                        WHERE s.id = l.session_id
-                          AND \(sessionCanRun)
-                        OFFSET 0
-                    ) runnable
-                    WHERE l.ready_at <= now()
-                    ORDER BY l.ready_at
-                    LIMIT $1
-                ) ready
+            WITH candidate_lanes AS (
+                SELECT l.session_id FROM wa_outbox.lanes l
+                CROSS JOIN LATERAL (
+                    SELECT 1 FROM wa_outbox.sessions s
+                    WHERE s.id = l.session_id
+                      AND \(sessionCanRun)
+                    OFFSET 0
+                ) runnable
+                WHERE l.ready_at <= now()
+                ORDER BY l.ready_at
+                LIMIT $1
+            ),
+            candidate_sessions AS (
+                SELECT DISTINCT session_id FROM candidate_lanes
             ),
             sessions AS (
                 SELECT s.id, s.free, s.run, CASE WHEN s.max_in_flight = 1 THEN s.run ELSE 1 END AS chats
@@ -222,7 +227,7 @@ public enum ClaimQuery {
                 FROM picked p
                 WHERE p.available_at > now() AND l.session_id = p.session_id AND l.chat = p.chat
             ),
-            \(takeDue(worker: "$3", token: "$4", candidates: "(SELECT count(*) FROM candidate_sessions)::int"))
+            \(takeDue(worker: "$3", token: "$4", scan: "(SELECT count(*) FROM candidate_sessions)::int, (SELECT count(*) FROM candidate_lanes)::int"))
             """
 
     /// A session `s` whose jobs may be claimed: active, connected (or not asked yet), out of its
@@ -254,11 +259,11 @@ public enum ClaimQuery {
         """
 
     /// What every claim does with the jobs it found (a CTE `due` with a `job_id` column; `worker`
-    /// and `token`: the parameters of the claimer's id and of the claim's token; `candidates`: the
-    /// last column, how many sessions its candidate scan found): takes those still
+    /// and `token`: the parameters of the claimer's id and of the claim's token; `scan`: the last
+    /// two columns, how many sessions and lanes its candidate scan found): takes those still
     /// queued, marks their lanes busy and counts them into their sessions' in-flight, and returns
     /// each with its session's settings.
-    static func takeDue(worker: String, token: String, candidates: String) -> String { """
+    static func takeDue(worker: String, token: String, scan: String) -> String { """
             claimed AS (
                 UPDATE wa_outbox.jobs j
                 SET state = 'running', attempts = j.attempts + 1, claim_token = \(token), worker_id = \(worker)
@@ -283,7 +288,7 @@ public enum ClaimQuery {
             )
             SELECT c.id, c.org, c.session_id, c.chat, c.kind, c.wa_message_id, c.payload,
                    c.attempts, c.max_attempts, c.deadline, c.maybe_sent, c.created_at, c.trace_parent, c.trace_state, c.maybe_sent_ms_ago, c.claim_token,
-                   \(SessionRecord.settingsColumns(of: "s")), c.slot, \(candidates) AS candidate_sessions
+                   \(SessionRecord.settingsColumns(of: "s")), c.slot, \(scan)
             FROM claimed c JOIN wa_outbox.sessions s ON s.id = c.session_id
             ORDER BY c.session_id, c.slot, c.k
             """
