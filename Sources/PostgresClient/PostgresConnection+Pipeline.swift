@@ -67,16 +67,10 @@ extension PostgresConnection {
     public nonisolated func withTransaction<T: Sendable>(
         startingWith first: PostgresQuery, genericPlan: Bool = false, _ body: (PostgresRows, PostgresConnection) async throws -> T
     ) async throws -> T {
-        let value: T
-        do {
+        try await endingTransaction {
             let rows = try await pipeline(genericPlan ? [.begin, .genericPlans, first] : [.begin, first])
-            value = try await body(rows[rows.count - 1], self)
-        } catch {
-            if !isBroken { try? await execute("ROLLBACK") }
-            throw error
+            return try await body(rows[rows.count - 1], self)
         }
-        try await execute("COMMIT")
-        return value
     }
 
     /// Leaves pipeline mode; a connection that cannot (results left unread) is of no further use.

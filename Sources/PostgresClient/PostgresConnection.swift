@@ -162,9 +162,15 @@ public actor PostgresConnection: PooledConnection {
         _ body: (PostgresConnection) async throws -> T
     ) async throws -> T {
         try await execute("BEGIN")
+        return try await endingTransaction { try await body(self) }
+    }
+
+    /// Runs `body` in the transaction begun on this connection: commits after it, or rolls back if
+    /// it throws (unless the connection broke).
+    nonisolated func endingTransaction<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         let value: T
         do {
-            value = try await body(self)
+            value = try await body()
         } catch {
             if !isBroken { try? await execute("ROLLBACK") }
             throw error
