@@ -228,7 +228,21 @@ struct WorkerTests {
         await fixture.close()
     }
 
+    /// A hot chat costs the claim nothing: its backlog is one lane, probed at its head. Judged by
+    /// the pages one claim reads (`EXPLAIN (ANALYZE, BUFFERS)`, rolled back), not by wall-clock time,
+    /// which the suite's parallel tests make swing threefold; the drains' times are printed.
     @Test func aHotChatDoesNotSlowTheOthers() async throws {
+        func claimPages(_ fixture: Fixture) async throws -> Int {
+            let claim = ClaimQuery.query(workerID: UUID(), limit: 100, runs: RunTests.runs)
+            return try await fixture.database.withConnection { connection in
+                try await connection.execute("BEGIN")
+                let plan = try await connection.query(PostgresQuery("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim.sql, binds: claim.binds))
+                    .map { try $0.decode(String.self, at: 0) }.joined()
+                try await connection.execute("ROLLBACK")
+                let root = try #require((try JSONSerialization.jsonObject(with: Data(plan.utf8)) as? [[String: Any]])?.first?["Plan"] as? [String: Any])
+                return (root["Shared Hit Blocks"] as? Int ?? 0) + (root["Shared Read Blocks"] as? Int ?? 0)
+            }
+        }
         // Baseline: 100 chats over 10 sessions, 20 jobs each.
         func otherChats(_ fixture: Fixture) async throws {
             let sessions = (0..<10).map { "c\($0)" }
@@ -253,6 +267,7 @@ struct WorkerTests {
         }
         let plain = try await Fixture.make()
         try await otherChats(plain)
+        let plainPages = try await claimPages(plain)
         let baseline = try await drainOthers(plain)
         await plain.close()
 
@@ -268,10 +283,11 @@ struct WorkerTests {
         try await hot.database.query("INSERT INTO wa_outbox.lanes (session_id, chat, org, pending, ready_at) VALUES ('hot', '4915100000001@s.whatsapp.net', 'org1', 50000, now())")
         try await hot.database.query("ANALYZE wa_outbox.jobs")
         try await otherChats(hot)
+        let hotPages = try await claimPages(hot)
         let withHotChat = try await drainOthers(hot)
         let hotSent = try await hot.count("SELECT count(*) FROM wa_outbox.jobs WHERE session_id = 'hot' AND state = 'succeeded'")
-        print("hot chat: 2000 jobs of 100 other chats drained in \(baseline) alone and \(withHotChat) beside a 50,000-job chat (which sent \(hotSent) meanwhile)")
-        #expect(withHotChat < baseline * 2 + .milliseconds(500), "other chats drained in \(withHotChat) beside a hot chat vs \(baseline) alone")
+        print("hot chat: a claim read \(plainPages) pages alone and \(hotPages) beside a 50,000-job chat; 2000 jobs of 100 other chats drained in \(baseline) alone and \(withHotChat) beside it (which sent \(hotSent) meanwhile)")
+        #expect(hotPages < plainPages + 100, "a claim read \(hotPages) pages beside a hot chat vs \(plainPages) alone")
         #expect(hotSent > 0)
         await hot.close()
     }
