@@ -1,0 +1,13 @@
+-- Room on each page for the claim's new row version.
+--
+-- Migration 0008 made the claim a HOT update: it changes no indexed column, so its new row
+-- version needs no index entry, provided it fits on the job's own page. At fillfactor 80 it did
+-- not: a page took about 19 jobs and kept room for 5 claimed versions, so about 62% of claims went
+-- to another page and wrote an entry into every index on jobs (docs/benchmarks-analysis.md has the
+-- measurements). A claimed version is some 36 bytes longer than the queued one (worker_id,
+-- claim_token), so fillfactor 50 still left one job a page without room; 45 leaves room for all.
+-- The price is disk: finished jobs kept for retention take about 2.2 times their size, not 1.25.
+--
+-- Only a storage parameter changes; pages written before keep their layout. Workers keep running
+-- (stop none).
+ALTER TABLE wa_outbox.jobs SET (fillfactor = 45);
