@@ -35,7 +35,8 @@ struct PlanTests {
         let statement = CompletionQuery.query(completions)
         let custom = try await fixture.database.query(PostgresQuery("EXPLAIN " + statement.sql, binds: statement.binds))
             .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
-        // The plan it runs after a few completions: the generic one.
+        // Connections plan every statement when it runs; a generic plan (a pooler's, or a URL that
+        // sets its own options) must keep the shape too.
         let generic = try await fixture.database.withConnection { connection in
             try await connection.execute("SET plan_cache_mode = force_generic_plan")
             try await connection.execute("PREPARE plan_complete(int8[], text[], text[], text[], text[], text[], int8[], text[], text[]) AS " + CompletionQuery.sql)
@@ -67,19 +68,23 @@ struct PlanTests {
             try await database.query("UPDATE wa_outbox.jobs SET state = 'queued', finished_at = NULL")
         }
 
-        // The plan a worker runs after a few claims: the generic one.
-        let plan = try await fixture.database.withConnection { connection in
-            try await connection.execute("SET plan_cache_mode = force_generic_plan")
-            try await connection.execute("PREPARE plan_claim(int, int, uuid, uuid, int, bool, int, int) AS " + ClaimQuery.sql)
-            let plan = try await connection.query("EXPLAIN EXECUTE plan_claim(80, 20, gen_random_uuid(), gen_random_uuid(), 10, false, 10, 200)")
-                .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
-            try await connection.execute("DEALLOCATE plan_claim")
-            try await connection.execute("RESET plan_cache_mode")
-            return plan
+        // The plan a worker runs (made for each execution), and a generic one (a pooler's).
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            let plan = try await fixture.database.withConnection { connection in
+                try await connection.execute("SET plan_cache_mode = \(mode)")
+                try await connection.execute("PREPARE plan_claim(int, int, uuid, uuid, int, bool, int, int) AS " + ClaimQuery.sql)
+                let plan = try await connection.query("EXPLAIN EXECUTE plan_claim(80, 20, gen_random_uuid(), gen_random_uuid(), 10, false, 10, 200)")
+                    .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
+                try await connection.execute("DEALLOCATE plan_claim")
+                try await connection.execute("RESET plan_cache_mode")
+                return plan
+            }
+            #expect(plan.contains("Index Scan using jobs_pkey on jobs"), "the claim does not take its jobs by primary key:\n\(plan)")
+            #expect(!plan.contains("Seq Scan on jobs"), "the claim (or its runs) scans the jobs:\n\(plan)")
+            // A plan made for one execution knows the lanes' real size: a hundred are scanned
+            // faster than probed. A generic plan must probe, whatever the lanes' number.
+            #expect(mode == "force_custom_plan" || !plan.contains("Seq Scan on lanes"), "the claim scans the lanes:\n\(plan)")
         }
-        #expect(plan.contains("Index Scan using jobs_pkey on jobs"), "the claim does not take its jobs by primary key:\n\(plan)")
-        #expect(!plan.contains("Seq Scan on jobs"), "the claim (or its runs) scans the jobs:\n\(plan)")
-        #expect(!plan.contains("Seq Scan on lanes"), "the claim scans the lanes:\n\(plan)")
         try await fixture.database.query("UPDATE wa_outbox.sessions SET max_in_flight = 2")
         let claimed = try await fixture.database.withConnection { try await ClaimQuery.claim(workerID: UUID(), limit: 20, on: $0) }
         #expect(claimed.jobs.count == 20)
@@ -126,7 +131,7 @@ struct PlanTests {
     /// `worker_id` (a predicate counts) makes every claim a full update again: a new entry in each
     /// index, and a dead one to clean up later.
     ///
-    /// In place needs room on the row's page too, which the schema leaves (fillfactor 80) but a
+    /// In place needs room on the row's page too, which the schema leaves (fillfactor 45) but a
     /// claim of many heads from one page can use up; the queue here is written with pages mostly
     /// empty, so every claim that may be heap-only is, and the count shows whether any index
     /// stopped it.

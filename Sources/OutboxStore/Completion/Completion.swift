@@ -43,7 +43,7 @@ public struct Completion: Sendable {
 /// state the fence expects (`i.running`). Written `j.state = 'running'`, statistics taken while
 /// no job ran made the planner scan the jobs for running ones; with an index of running jobs
 /// (`jobs_running`, until migration 0008) it walked that, 40 ms to 1 s per completion on a 1M-job
-/// backlog. PlanTests holds the shape, generic plan included.
+/// backlog. PlanTests holds the shape, in the plan made per execution and in a generic one.
 public enum CompletionQuery {
     /// Writes `completions`; with `notifyingAfterCommit` the statement sends no NOTIFY (the caller
     /// signals a `WakeupNotifier` once it returns), so concurrent writers commit together.

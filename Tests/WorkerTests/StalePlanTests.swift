@@ -1,0 +1,70 @@
+import Foundation
+import OutboxCore
+import OutboxStore
+import PostgresClient
+import Testing
+import TestSupport
+
+/// A plan a connection keeps (a prepared statement's generic plan) was made with the tables as they
+/// were then. A worker that starts on an empty queue and then meets a backlog must not go on
+/// running a plan made for an empty table: one such plan scanned every job for each claim, and a
+/// completion of 9,941 jobs scanned the table once per job, for three and a half minutes
+/// (`scripts/bench bloat`, 2026-11-29).
+@Suite("Plans made on an empty queue")
+struct StalePlanTests {
+    /// How many sequential scans of `table` this connection has started since its counters were
+    /// last sent on (`flushStatistics`).
+    func scans(of table: String, on connection: PostgresConnection) async throws -> Int {
+        try await connection.query(PostgresQuery("""
+            SELECT coalesce(sum(seq_scan), 0)::int8 FROM pg_stat_xact_user_tables WHERE schemaname = 'wa_outbox' AND relname = $1
+            """, binds: [table.postgresBind]))[0].decode(Int.self, at: 0)
+    }
+
+    /// Sends this connection's pending counters on, so that the next transaction's are its own.
+    func flushStatistics(_ connection: PostgresConnection) async throws {
+        try await connection.execute("SELECT pg_stat_force_next_flush()")
+    }
+
+    @Test func aWorkersStatementsProbeByIndexAfterTheQueueGrew() async throws {
+        let fixture = try await Fixture.make()
+        let sessions = (1...20).map { "stale\($0)" }
+        try await fixture.addSessions(sessions)
+        try await fixture.database.query("ANALYZE wa_outbox.jobs, wa_outbox.lanes, wa_outbox.sessions")
+        // The worker's own connection, as its pool keeps it, starting on a quiet queue: its
+        // claims find next to nothing and its completions write one job at a time.
+        let connection = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
+        let worker = UUID()
+        func claim(_ limit: Int) async throws -> (jobs: [ClaimedJob], jobScans: Int) {
+            let query = ClaimQuery.query(workerID: worker, limit: limit)
+            try await flushStatistics(connection)
+            return try await connection.withTransaction(startingWith: query) { rows, connection in
+                (try ClaimQuery.batch(from: rows).jobs, try await scans(of: "jobs", on: connection))
+            }
+        }
+        func complete(_ jobs: [ClaimedJob]) async throws -> (written: Int, jobScans: Int) {
+            try await flushStatistics(connection)
+            return try await connection.withTransaction { connection in
+                let written = try await CompletionQuery.complete(
+                    jobs.map { Completion(jobID: $0.id, claim: $0.claim, workerID: worker, outcome: .succeeded) }, on: connection)
+                return (written.count, try await scans(of: "jobs", on: connection))
+            }
+        }
+        for round in 0..<8 {
+            try await fixture.enqueueTexts(count: 1, sessions: [sessions[round % sessions.count]], chatsPerSession: 1)
+            let quiet = try await claim(20)
+            #expect(quiet.jobs.count == 1)
+            #expect(try await complete(quiet.jobs).written == 1)
+        }
+
+        // A backlog arrives.
+        try await fixture.enqueueTexts(count: 20_000, sessions: sessions, chatsPerSession: 100)
+        let busy = try await claim(20)
+        #expect(busy.jobs.count == 20)
+        #expect(busy.jobScans == 0, "the claim scanned the jobs table \(busy.jobScans) times")
+        let written = try await complete(busy.jobs)
+        #expect(written.written == 20)
+        #expect(written.jobScans == 0, "the completion scanned the jobs table \(written.jobScans) times")
+        await connection.close()
+        await fixture.close()
+    }
+}
