@@ -3,10 +3,7 @@ import Foundation
 ///
 /// The defaults add what a long-running worker needs and libpq leaves off: a connect timeout,
 /// TCP keepalives and a TCP user timeout, so a half-open connection is noticed in seconds rather
-/// than hours. Every statement is planned when it runs (`plan_cache_mode = force_custom_plan`):
-/// a prepared statement's generic plan, kept for the connection's life, was made with the tables as
-/// they were then, and a worker that started on an empty queue went on scanning every job once the
-/// backlog came (`StalePlanTests`). Anything the URL sets itself wins over the defaults.
+/// than hours. Anything the URL sets itself wins over the defaults.
 public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var connectionString: String
     public var applicationName: String
@@ -29,7 +26,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
             ("keepalives_interval", "5"),
             ("keepalives_count", "3"),
             ("tcp_user_timeout", "30000"),
-            ("options", "-c client_min_messages=warning -c plan_cache_mode=force_custom_plan"),
+            ("options", "-c client_min_messages=warning"),
             ("dbname", connectionString),
         ]
     }

@@ -3,6 +3,9 @@ import CLibPQ
 extension PostgresQuery {
     public static let begin = PostgresQuery("BEGIN", binds: [])
     public static let commit = PostgresQuery("COMMIT", binds: [])
+    /// For the rest of the transaction, prepared statements run their generic plan: planned once
+    /// per connection and `planLifetime`, not on every execution.
+    public static let genericPlans = PostgresQuery("SET LOCAL plan_cache_mode = force_generic_plan", binds: [])
 }
 
 extension PostgresConnection {
@@ -14,6 +17,7 @@ extension PostgresConnection {
     /// the caller rolls it back. A connection whose pipeline cannot be ended cleanly is marked broken.
     public func pipeline(_ queries: [PostgresQuery]) throws -> [PostgresRows] {
         let conn = try liveHandle()
+        try discardStalePlans(conn)
         var names: [String] = []
         for query in queries {
             guard let name = try preparedName(query, conn) else {
@@ -58,13 +62,15 @@ extension PostgresConnection {
     }
 
     /// `withTransaction` whose first statement goes with its `BEGIN`, in one round trip; `body`
-    /// gets that statement's rows. A failure anywhere rolls the transaction back.
+    /// gets that statement's rows. With `genericPlan`, the transaction's statements run their
+    /// generic plan (`.genericPlans`), sent in the same round trip. A failure anywhere rolls the
+    /// transaction back.
     public nonisolated func withTransaction<T: Sendable>(
-        startingWith first: PostgresQuery, _ body: (PostgresRows, PostgresConnection) async throws -> T
+        startingWith first: PostgresQuery, genericPlan: Bool = false, _ body: (PostgresRows, PostgresConnection) async throws -> T
     ) async throws -> T {
         try await endingTransaction {
-            let rows = try await pipeline([.begin, first])
-            return try await body(rows[1], self)
+            let rows = try await pipeline(genericPlan ? [.begin, .genericPlans, first] : [.begin, first])
+            return try await body(rows[rows.count - 1], self)
         }
     }
 

@@ -23,7 +23,10 @@ public struct PostgresNotification: Sendable, Equatable {
 /// another on the same connection.
 ///
 /// Statements sent with parameters are prepared once per connection and then executed by name.
-/// Results are requested in binary format.
+/// Results are requested in binary format. Their plans are remade at least every `planLifetime`
+/// (`DISCARD PLANS` before the next statement): a generic plan is made with the tables as they
+/// are, and one kept for the connection's life, made while the queue was empty, went on scanning
+/// every job once a backlog came (`StalePlanTests`).
 public actor PostgresConnection: PooledConnection {
     private let thread: DedicatedThread
     private var handle: OpaquePointer?
@@ -33,6 +36,9 @@ public actor PostgresConnection: PooledConnection {
     private let notices: NoticeSink
     private var preparedStatements: [StatementKey: String] = [:]
     private static let maxPreparedStatements = 256
+    /// How long a cached plan may serve before it is made again.
+    public static let planLifetime = Duration.seconds(1)
+    private var plansMadeAt = ContinuousClock.now
 
     struct StatementKey: Hashable {
         var sql: String
@@ -122,6 +128,7 @@ public actor PostgresConnection: PooledConnection {
     @discardableResult
     public func query(_ query: PostgresQuery) throws -> PostgresRows {
         let conn = try liveHandle()
+        try discardStalePlans(conn)
         let key = StatementKey(sql: query.sql, types: query.binds.map(\.type.rawValue))
         let name = try preparedName(query, conn)
         let result = withParameters(query.binds) { count, values, lengths, formats in
@@ -133,6 +140,16 @@ public actor PostgresConnection: PooledConnection {
             }
         }
         return try consume(result, conn)
+    }
+
+    /// Drops this connection's cached plans once they are `planLifetime` old, so the next
+    /// statements are planned with the tables as they are now. Not in a failed transaction, where
+    /// the server accepts nothing but its end.
+    func discardStalePlans(_ conn: OpaquePointer) throws {
+        let now = ContinuousClock.now
+        guard now - plansMadeAt >= Self.planLifetime, PQtransactionStatus(conn) != PQTRANS_INERROR else { return }
+        try consume(PQexec(conn, "DISCARD PLANS"), conn)
+        plansMadeAt = now
     }
 
     /// The name `query` is prepared under on this connection, preparing it on first use; nil once

@@ -35,8 +35,7 @@ struct PlanTests {
         let statement = CompletionQuery.query(completions)
         let custom = try await fixture.database.query(PostgresQuery("EXPLAIN " + statement.sql, binds: statement.binds))
             .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
-        // Connections plan every statement when it runs; a generic plan (a pooler's, or a URL that
-        // sets its own options) must keep the shape too.
+        // The plan it runs after a few completions: the generic one (remade every `planLifetime`).
         let generic = try await fixture.database.withConnection { connection in
             try await connection.execute("SET plan_cache_mode = force_generic_plan")
             try await connection.execute("PREPARE plan_complete(int8[], text[], text[], text[], text[], text[], int8[], text[], text[]) AS " + CompletionQuery.sql)
@@ -68,7 +67,8 @@ struct PlanTests {
             try await database.query("UPDATE wa_outbox.jobs SET state = 'queued', finished_at = NULL")
         }
 
-        // The plan a worker runs (made for each execution), and a generic one (a pooler's).
+        // The plan the worker's claim runs (generic, remade every `planLifetime`) and one made for
+        // these parameters.
         for mode in ["force_custom_plan", "force_generic_plan"] {
             let plan = try await fixture.database.withConnection { connection in
                 try await connection.execute("SET plan_cache_mode = \(mode)")
