@@ -14,7 +14,7 @@ import PostgresClient
 ///   query walks a chat's backlog.
 /// - **No index entry per claim.** The job update changes `state`, `attempts` and `worker_id`, which
 ///   no index on `jobs` mentions, so PostgreSQL rewrites the row in place on its page (heap-only)
-///   when the page has room (fillfactor 80 leaves it). The lane records the running job
+///   when the page has room (fillfactor 45 leaves it, migration 0023). The lane records the running job
 ///   (`running_job`) for the rescue, in the lane update the claim makes anyway.
 /// - **Per-session cap across all workers.** Candidate sessions are locked with `FOR UPDATE SKIP
 ///   LOCKED` and `in_flight < max_in_flight` is rechecked on the locked row, so two workers never
