@@ -66,7 +66,7 @@ peers = results.get("peers", {})
 ceiling = results.get("ceiling", {})
 fastest_peer = max((peers[p]["jobs_per_s"] for p in ("pgqueuer", "procrastinate") if p in peers), default=None)
 # The drain is compared with the best ceiling measured, whatever its batch size: the stricter ratio.
-best_ceiling = max(((k, v) for k, v in ceiling.items() if not k.startswith("broadcast")), key=lambda item: item[1]["jobs_per_s"], default=None)
+best_ceiling = max(((k, v) for k, v in ceiling.items() if not k.startswith("broadcast") and v["jobs_per_s"] > 0), key=lambda item: item[1]["jobs_per_s"], default=None)
 for workers, run in drain.items():
     ratios = []
     if fastest_peer:
@@ -77,7 +77,8 @@ for workers, run in drain.items():
 for workers, run in results.get("drain_broadcast", {}).items():
     beside = f"{run['jobs_per_s'] / fastest_peer:.2f}x the faster peer" if fastest_peer else ""
     broadcast_ceiling = ceiling.get("broadcast, batch 500, 2 clients")
-    if broadcast_ceiling:
+    # A quick run's ceiling can measure 0 jobs/s (once in a CI rehearsal, not reproduced): no ratio then.
+    if broadcast_ceiling and broadcast_ceiling["jobs_per_s"] > 0:
         beside += f"; {100 * run['jobs_per_s'] / broadcast_ceiling['jobs_per_s']:.0f}% of its SQL ceiling"
     lines.append(f"| broadcast (one job a chat), {workers} worker(s) | {run['jobs_per_s']:,} jobs/s (runs: {run.get('runs_jobs_per_s')}) | {beside} |")
 if "drain_campaign" in results:
