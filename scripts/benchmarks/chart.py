@@ -77,7 +77,8 @@ for workers, run in drain.items():
 for workers, run in results.get("drain_broadcast", {}).items():
     beside = f"{run['jobs_per_s'] / fastest_peer:.2f}x the faster peer" if fastest_peer else ""
     broadcast_ceiling = ceiling.get("broadcast, batch 500, 2 clients")
-    # A quick run's ceiling can measure 0 jobs/s (once in a CI rehearsal, not reproduced): no ratio then.
+    # CI's quick run (500 jobs) can send all of the broadcast's in one cycle, one commit: no time
+    # between its first and last send, so 0 jobs/s, and no ratio then.
     if broadcast_ceiling and broadcast_ceiling["jobs_per_s"] > 0:
         beside += f"; {100 * run['jobs_per_s'] / broadcast_ceiling['jobs_per_s']:.0f}% of its SQL ceiling"
     lines.append(f"| broadcast (one job a chat), {workers} worker(s) | {run['jobs_per_s']:,} jobs/s (runs: {run.get('runs_jobs_per_s')}) | {beside} |")
