@@ -206,12 +206,11 @@ public final class Worker: Sendable {
 
     /// Claims (the `BEGIN` and the claim in one round trip) and checks edits and revokes in one
     /// transaction, so a failure anywhere leaves the jobs queued. The transaction runs generic
-    /// plans: the claim's probes fix its shape whatever the parameters (`ClaimQuery`), and
-    /// PostgreSQL, left to choose, planned it anew on every claim (the plan is remade every
-    /// `PostgresConnection.planLifetime`, with the tables as they are then); the preflight's lookup is one
-    /// index probe per edit or revoke either way. If the commit's fate is unknown (the connection
-    /// broke), the jobs are handed back through fenced completions, which do nothing if the claim
-    /// did not commit.
+    /// plans, remade every `PostgresConnection.planLifetime` with the tables as they are then: the
+    /// claim's probes fix its shape whatever the parameters (`ClaimQuery`), and PostgreSQL, left to
+    /// choose, planned it anew on every claim; the preflight's lookup is one index probe per edit
+    /// or revoke either way. If the commit's fate is unknown (the connection broke), the jobs are
+    /// handed back through fenced completions, which do nothing if the claim did not commit.
     private func claim(lanes: Int, jobs: Int, sessions: Int, candidates: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
         var taken: [ClaimedJob] = []
         do {
