@@ -74,6 +74,20 @@ extension PostgresConnection {
         }
     }
 
+    /// Runs `query` in a transaction of its own that runs its generic plan (`.genericPlans`): the
+    /// `BEGIN`, the statement and the `COMMIT` in one round trip, as one autocommit statement
+    /// would take. Inside a transaction the caller opened, it runs as `query(_:)` does.
+    @discardableResult
+    public nonisolated func queryGenericPlan(_ query: PostgresQuery) async throws -> PostgresRows {
+        if !isReusable { return try await self.query(query) }
+        do {
+            return try await pipeline([.begin, .genericPlans, query, .commit])[2]
+        } catch {
+            if !isReusable && !isBroken { try? await execute("ROLLBACK") }
+            throw error
+        }
+    }
+
     /// Leaves pipeline mode; a connection that cannot (results left unread) is of no further use.
     private func endPipeline(_ conn: OpaquePointer) {
         if PQexitPipelineMode(conn) != 1 { markBroken() }

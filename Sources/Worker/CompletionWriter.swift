@@ -34,10 +34,11 @@ final class CompletionWriter: Sendable {
     /// Wakes the event streams after each write (the statement itself stays silent, so that
     /// several workers' writes commit together).
     private let notifier: WakeupNotifier
-    /// Called after each write (lanes are free again: the claim loop may go on).
-    private let written: @Sendable () -> Void
+    /// Called after each write, with whether it may have left work claimable (a lane or a
+    /// session's slot free again, `CompletionQuery.Written.readiedWork`).
+    private let written: @Sendable (_ readiedWork: Bool) -> Void
 
-    init(database: PostgresDatabase, coordinator: Coordinator?, window: Duration, logger: Logger, written: @escaping @Sendable () -> Void) {
+    init(database: PostgresDatabase, coordinator: Coordinator?, window: Duration, logger: Logger, written: @escaping @Sendable (_ readiedWork: Bool) -> Void) {
         self.database = database
         self.coordinator = coordinator
         self.window = window
@@ -116,11 +117,13 @@ final class CompletionWriter: Sendable {
         }
         guard !batch.isEmpty else { return true }
         defer { state.withLockedValue { $0.writing -= 1 } }
+        let readiedWork: Bool
         do {
-            let counted = try await database.withConnection { try await CompletionQuery.complete(batch, on: $0, notifyingAfterCommit: true) }
+            let result = try await database.withConnection { try await CompletionQuery.write(batch, on: $0, notifyingAfterCommit: true) }
             notifier.signal()
-            if counted.count < batch.count {
-                logger.warning("completions ignored: the lease had passed to another worker", metadata: ["count": "\(batch.count - counted.count)"])
+            readiedWork = result.readiedWork
+            if result.counted.count < batch.count {
+                logger.warning("completions ignored: the lease had passed to another worker", metadata: ["count": "\(batch.count - result.counted.count)"])
             }
         } catch {
             WorkerMetrics.postgresError()
@@ -132,7 +135,7 @@ final class CompletionWriter: Sendable {
             return false
         }
         if let coordinator { await coordinator.release(locks) }
-        written()
+        written(readiedWork)
         return true
     }
 }

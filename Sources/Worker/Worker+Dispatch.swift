@@ -151,12 +151,15 @@ extension Worker {
 
     /// Buffers the job's completion, unless it was handed back already (then only its lock goes).
     private func finish(_ job: ClaimedJob, _ outcome: Outcome, lock: MessageLock? = nil, engineMessageID: String? = nil) {
-        let accepted = state.withLockedValue { state -> Bool in
-            guard var held = state.held(job), held.life.finish(outcome) != nil else { return false }
+        let (accepted, roomAgain) = state.withLockedValue { state -> (Bool, Bool) in
+            guard var held = state.held(job), held.life.finish(outcome) != nil else { return (false, false) }
+            let full = state.running.count >= configuration.concurrency
             state.running[job.id] = nil
             if case .defer_ = outcome {} else { state.dispatched += 1 }
-            return true
+            return (true, full)
         }
+        // A claim loop that stopped for want of room claims again.
+        if roomAgain { wakeup.signal() }
         if accepted {
             // A sent message is never dispatched again: its lock just expires. Locks of jobs that
             // will run again are released once their completion is written.

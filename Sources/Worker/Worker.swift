@@ -53,7 +53,7 @@ public final class Worker: Sendable {
     }
 
     let state = NIOLockedValueBox(State())
-    private let wakeup = Wakeup()
+    let wakeup = Wakeup()
     let finished = Wakeup()
     let gates = DispatchGates(permits: EngineHosts.connectionsPerHost)
 
@@ -74,8 +74,12 @@ public final class Worker: Sendable {
                                      lockHolder: id.lockHolder, landingBound: configuration.requestTimeout + .seconds(5), logger: logger)
         self.lease = LeaseKeeper(id: id, name: configuration.name, lease: configuration.lease, configuration: database.configuration, logger: logger)
         let wakeup = self.wakeup
-        self.writer = CompletionWriter(database: database, coordinator: coordinator, window: configuration.completionWindow, logger: logger) {
-            wakeup.signal()
+        let exitWhenIdle = configuration.exitWhenIdle
+        // The claim loop goes on after a write only if it may find something: at a few jobs a
+        // second, claiming after every write found nothing every other claim. One told to exit
+        // when idle checks after every write.
+        self.writer = CompletionWriter(database: database, coordinator: coordinator, window: configuration.completionWindow, logger: logger) { readiedWork in
+            if readiedWork || exitWhenIdle { wakeup.signal() }
         }
     }
 

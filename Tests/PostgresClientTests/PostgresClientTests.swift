@@ -123,6 +123,24 @@ struct PostgresClientTests {
         #expect(connection.isBroken == false)
     }
 
+    /// A statement run on its generic plan commits on its own, and one that fails leaves no
+    /// transaction open behind it; inside a caller's transaction it is part of that transaction.
+    @Test func aStatementOnItsGenericPlanIsATransactionOfItsOwn() async throws {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        try await connection.execute("CREATE TEMP TABLE generic_probe (id int PRIMARY KEY)")
+        let rows = try await connection.queryGenericPlan("INSERT INTO generic_probe VALUES (\(1)) RETURNING id")
+        #expect(try rows[0].decode(Int.self, at: 0) == 1)
+        #expect(connection.isReusable)
+        await #expect(throws: PostgresError.self) { try await connection.queryGenericPlan("INSERT INTO generic_probe VALUES (\(1))") }
+        #expect(connection.isReusable, "a failed statement left its transaction open")
+        #expect(try await connection.query("SELECT current_setting('plan_cache_mode')")[0].decode(String.self, at: 0) == "auto")
+        try await connection.execute("BEGIN")
+        try await connection.queryGenericPlan("INSERT INTO generic_probe VALUES (\(2))")
+        try await connection.execute("ROLLBACK")
+        #expect(try await connection.query("SELECT array_agg(id ORDER BY id)::text FROM generic_probe")[0].decode(String.self, at: 0) == "{1}")
+    }
+
     /// A connection given back to the pool inside a transaction block is not lent again: the next
     /// user would run inside someone else's transaction (or a failed one). It is closed, alone.
     @Test func aConnectionGivenBackInsideATransactionIsNotLentAgain() async throws {

@@ -20,6 +20,13 @@ struct StalePlanTests {
             """, binds: [table.postgresBind]))[0].decode(Int.self, at: 0)
     }
 
+    /// Sequential scans of `table` counted so far, by every connection whose counters were sent on.
+    func scansSoFar(of table: String, on connection: PostgresConnection) async throws -> Int {
+        try await connection.query(PostgresQuery("""
+            SELECT coalesce(sum(seq_scan), 0)::int8 FROM pg_stat_user_tables WHERE schemaname = 'wa_outbox' AND relname = $1
+            """, binds: [table.postgresBind]))[0].decode(Int.self, at: 0)
+    }
+
     /// Sends this connection's pending counters on, so that the next transaction's are its own.
     func flushStatistics(_ connection: PostgresConnection) async throws {
         try await connection.execute("SELECT pg_stat_force_next_flush()")
@@ -41,13 +48,14 @@ struct StalePlanTests {
                 (try ClaimQuery.batch(from: rows).jobs, try await scans(of: "jobs", on: connection))
             }
         }
+        // As the worker's writer runs it: in a transaction of its own.
         func complete(_ jobs: [ClaimedJob]) async throws -> (written: Int, jobScans: Int) {
             try await flushStatistics(connection)
-            return try await connection.withTransaction { connection in
-                let written = try await CompletionQuery.complete(
-                    jobs.map { Completion(jobID: $0.id, claim: $0.claim, workerID: worker, outcome: .succeeded) }, on: connection)
-                return (written.count, try await scans(of: "jobs", on: connection))
-            }
+            let before = try await scansSoFar(of: "jobs", on: connection)
+            let written = try await CompletionQuery.complete(
+                jobs.map { Completion(jobID: $0.id, claim: $0.claim, workerID: worker, outcome: .succeeded) }, on: connection)
+            try await flushStatistics(connection)
+            return (written.count, try await scansSoFar(of: "jobs", on: connection) - before)
         }
         for round in 0..<8 {
             try await fixture.enqueueTexts(count: 1, sessions: [sessions[round % sessions.count]], chatsPerSession: 1)

@@ -46,12 +46,33 @@ public struct Completion: Sendable {
 /// backlog. PlanTests holds the shape, in the plan made per execution and in a generic one.
 public enum CompletionQuery {
     /// Writes `completions`; with `notifyingAfterCommit` the statement sends no NOTIFY (the caller
-    /// signals a `WakeupNotifier` once it returns), so concurrent writers commit together.
+    /// signals a `WakeupNotifier` once it returns), so concurrent writers commit together. It runs
+    /// the generic plan: left to choose, PostgreSQL planned most one-job completions anew, and the
+    /// plan cost more than the statement (BENCHMARKS.md).
     @discardableResult
     public static func complete(_ completions: [Completion], on connection: PostgresConnection, notifyingAfterCommit: Bool = false) async throws -> Set<Int64> {
-        guard !completions.isEmpty else { return [] }
-        let rows = try await connection.query(query(completions, notifyingAfterCommit: notifyingAfterCommit))
-        return Set(try rows.map { try $0.decode(Int64.self, at: 0) })
+        try await write(completions, on: connection, notifyingAfterCommit: notifyingAfterCommit).counted
+    }
+
+    /// What a write did.
+    public struct Written: Sendable {
+        /// The jobs whose completion counted (the fence held).
+        public var counted: Set<Int64> = []
+        /// Whether it may have left a job claimable now that was not before: a lane it freed or
+        /// requeued is ready, or a session it freed a slot of has a ready lane. A worker claims
+        /// again only then (or polls), not after every write.
+        public var readiedWork = false
+    }
+
+    public static func write(_ completions: [Completion], on connection: PostgresConnection, notifyingAfterCommit: Bool = false) async throws -> Written {
+        guard !completions.isEmpty else { return Written() }
+        let rows = try await connection.queryGenericPlan(query(completions, notifyingAfterCommit: notifyingAfterCommit))
+        var written = Written()
+        for row in rows {
+            written.counted.insert(try row.decode(Int64.self, at: 0))
+            written.readiedWork = try row.decode(Bool.self, at: 1)
+        }
+        return written
     }
 
     /// The statement with its parameters bound, one array element per completion.
@@ -152,7 +173,7 @@ public enum CompletionQuery {
                              min(available_at) FILTER (WHERE state = 'queued') AS requeued_at
                       FROM updated GROUP BY session_id, chat) c
                 WHERE l.session_id = c.session_id AND l.chat = c.chat
-                RETURNING l.session_id, l.busy
+                RETURNING l.session_id, l.busy, l.ready_at
             ),
             sessions_done AS (
                 UPDATE wa_outbox.sessions s SET
@@ -170,14 +191,18 @@ public enum CompletionQuery {
                       GROUP BY session_id) c
                 JOIN wa_outbox.sessions before ON before.id = c.session_id
                 WHERE s.id = c.session_id
-                RETURNING s.id, s.org, c.restricted, before.state AS state_before
+                RETURNING s.id, s.org, c.restricted, before.state AS state_before, c.freed
             ),
             session_events AS (
                 INSERT INTO wa_outbox.events (org, session_id, kind, status, error_code, error_message)
                 SELECT d.org, d.id, 'session', 'restricted', 'account_restricted', d.restricted
                 FROM sessions_done d WHERE d.restricted IS NOT NULL AND d.state_before <> 'restricted'
             )
-            SELECT id FROM updated
+            SELECT u.id, r.readied FROM updated u CROSS JOIN (
+                SELECT EXISTS (SELECT FROM lanes_done WHERE ready_at <= now())
+                       OR EXISTS (SELECT FROM sessions_done d WHERE d.freed > 0 AND EXISTS (
+                           SELECT FROM wa_outbox.lanes l WHERE l.session_id = d.id AND l.ready_at <= now())) AS readied
+            ) r
             """
     }
 }
