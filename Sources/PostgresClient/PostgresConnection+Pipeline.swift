@@ -4,7 +4,7 @@ extension PostgresQuery {
     public static let begin = PostgresQuery("BEGIN", binds: [])
     public static let commit = PostgresQuery("COMMIT", binds: [])
     /// For the rest of the transaction, prepared statements run their generic plan: planned once
-    /// per connection and `planLifetime`, not on every execution.
+    /// per connection (and again after `renewPlans()`), not on every execution.
     public static let genericPlans = PostgresQuery("SET LOCAL plan_cache_mode = force_generic_plan", binds: [])
 }
 

@@ -23,10 +23,11 @@ public struct PostgresNotification: Sendable, Equatable {
 /// another on the same connection.
 ///
 /// Statements sent with parameters are prepared once per connection and then executed by name.
-/// Results are requested in binary format. Their plans are remade at least every `planLifetime`
-/// (`DISCARD PLANS` before the next statement): a generic plan is made with the tables as they
-/// are, and one kept for the connection's life, made while the queue was empty, went on scanning
-/// every job once a backlog came (`StalePlanTests`).
+/// Results are requested in binary format. Their plans are remade (`DISCARD PLANS` before the next
+/// statement) when their `PlanGeneration` is renewed: a generic plan is made with the tables as
+/// they are, and one kept for the connection's life, made while the queue was empty, went on
+/// scanning every job once a backlog came (`StalePlanTests`). The caller that sees the tables grow
+/// says when.
 public actor PostgresConnection: PooledConnection {
     private let thread: DedicatedThread
     private var handle: OpaquePointer?
@@ -36,9 +37,10 @@ public actor PostgresConnection: PooledConnection {
     private let notices: NoticeSink
     private var preparedStatements: [StatementKey: String] = [:]
     private static let maxPreparedStatements = 256
-    /// How long a cached plan may serve before it is made again.
-    public static let planLifetime = Duration.seconds(1)
-    private var plansMadeAt = ContinuousClock.now
+    /// The generation this connection's plans belong to (its pool's), and the one they were made in.
+    private let plans: PlanGeneration?
+    private var plansMadeIn: Int
+    private let renewals = Atomic<Int>(0)
 
     struct StatementKey: Hashable {
         var sql: String
@@ -54,15 +56,18 @@ public actor PostgresConnection: PooledConnection {
     /// statement): a pool does not lend it again.
     public nonisolated var isReusable: Bool { !isBroken && !inTransaction.load(ordering: .relaxed) }
 
-    private init(thread: DedicatedThread, logger: Logger) {
+    private init(thread: DedicatedThread, plans: PlanGeneration?, logger: Logger) {
         self.thread = thread
+        self.plans = plans
+        self.plansMadeIn = plans?.current ?? 0
         self.logger = logger
         self.notices = NoticeSink(logger: logger)
     }
 
-    /// Opens a connection. The password is never logged.
-    public static func connect(_ configuration: PostgresConfiguration, logger: Logger) async throws -> PostgresConnection {
-        let connection = PostgresConnection(thread: DedicatedThread(), logger: logger)
+    /// Opens a connection. The password is never logged. `plans`: when renewed, the connection
+    /// remakes its plans (by default they live as long as it).
+    public static func connect(_ configuration: PostgresConfiguration, plans: PlanGeneration? = nil, logger: Logger) async throws -> PostgresConnection {
+        let connection = PostgresConnection(thread: DedicatedThread(), plans: plans, logger: logger)
         do {
             try await connection.open(configuration)
         } catch {
@@ -142,14 +147,18 @@ public actor PostgresConnection: PooledConnection {
         return try consume(result, conn)
     }
 
-    /// Drops this connection's cached plans once they are `planLifetime` old, so the next
-    /// statements are planned with the tables as they are now. Not in a failed transaction, where
-    /// the server accepts nothing but its end.
+    /// How many times this connection has dropped its plans (for tests).
+    public nonisolated var planRenewals: Int { renewals.load(ordering: .relaxed) }
+
+    /// Drops this connection's cached plans if its generation was renewed since they were made.
+    /// Not in a failed transaction, where the server accepts nothing but its end.
     func discardStalePlans(_ conn: OpaquePointer) throws {
-        let now = ContinuousClock.now
-        guard now - plansMadeAt >= Self.planLifetime, PQtransactionStatus(conn) != PQTRANS_INERROR else { return }
+        guard let plans else { return }
+        let generation = plans.current
+        guard generation != plansMadeIn, PQtransactionStatus(conn) != PQTRANS_INERROR else { return }
         try consume(PQexec(conn, "DISCARD PLANS"), conn)
-        plansMadeAt = now
+        plansMadeIn = generation
+        renewals.add(1, ordering: .relaxed)
     }
 
     /// The name `query` is prepared under on this connection, preparing it on first use; nil once

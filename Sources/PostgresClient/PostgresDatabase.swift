@@ -9,12 +9,19 @@ import Logging
 public struct PostgresDatabase: Sendable {
     public let configuration: PostgresConfiguration
     public let pool: ConnectionPool<PostgresConnection>
+    private let plans = PlanGeneration()
 
     public init(configuration: PostgresConfiguration, maxConnections: Int = 4, logger: Logger) {
         self.configuration = configuration
+        let plans = self.plans
         self.pool = ConnectionPool(name: "postgres", maxConnections: maxConnections, logger: logger) {
-            try await PostgresConnection.connect(configuration, logger: logger)
+            try await PostgresConnection.connect(configuration, plans: plans, logger: logger)
         }
+    }
+
+    /// Every connection of the pool remakes its plans before its next statement.
+    public func renewPlans() {
+        plans.renew()
     }
 
     @discardableResult

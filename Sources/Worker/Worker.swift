@@ -154,6 +154,7 @@ public final class Worker: Sendable {
         var jobsPerLane = 1
         var jobsPerSession = 1
         var candidates = CandidateScan()
+        var plans = PlanRenewal()
         while !state.withLockedValue({ $0.stopping }) && !Task.isCancelled {
             guard lease.holds else {
                 // Its jobs may be handed to others at any moment: take none until a heartbeat
@@ -184,6 +185,7 @@ public final class Worker: Sendable {
                 // The next claim expects what this one found; after one that found nothing, it
                 // looks for sessions widely again (the lanes it asks for stay as they were).
                 if claimed > 0 {
+                    if plans.observe(jobsTableBlocks: batch.jobsTableBlocks) { database.renewPlans() }
                     jobsPerLane = max(1, claimed / batch.lanes)
                     jobsPerSession = max(1, claimed / batch.sessions.count)
                     candidates.found(batch.candidateSessions, of: sessions, scanned: batch.candidateLanes, limit: scan)
@@ -210,7 +212,7 @@ public final class Worker: Sendable {
 
     /// Claims (the `BEGIN` and the claim in one round trip) and checks edits and revokes in one
     /// transaction, so a failure anywhere leaves the jobs queued. The transaction runs generic
-    /// plans, remade every `PostgresConnection.planLifetime` with the tables as they are then: the
+    /// plans, remade with the tables as they are once the jobs table has grown (`PlanRenewal`): the
     /// claim's probes fix its shape whatever the parameters (`ClaimQuery`), and PostgreSQL, left to
     /// choose, planned it anew on every claim; the preflight's lookup is one index probe per edit
     /// or revoke either way. If the commit's fate is unknown (the connection broke), the jobs are

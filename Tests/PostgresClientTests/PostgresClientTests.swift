@@ -123,6 +123,28 @@ struct PostgresClientTests {
         #expect(connection.isBroken == false)
     }
 
+    /// A connection keeps its plans until its generation is renewed, however long that takes,
+    /// and then remakes them once; one without a generation keeps them for its life.
+    @Test func plansAreRemadeOnlyWhenTheirGenerationIsRenewed() async throws {
+        let plans = PlanGeneration()
+        let url = try TestEnvironment.databaseURL()
+        let connection = try await PostgresConnection.connect(PostgresConfiguration(url), plans: plans, logger: TestEnvironment.logger)
+        let alone = try await connect()
+        defer { Task { await connection.close(); await alone.close() } }
+        for _ in 0..<3 {
+            try await connection.query("SELECT \(1)")
+            try await Task.sleep(for: .milliseconds(600))
+        }
+        #expect(connection.planRenewals == 0)
+        plans.renew()
+        plans.renew()
+        try await connection.query("SELECT \(1)")
+        try await connection.query("SELECT \(1)")
+        #expect(connection.planRenewals == 1)
+        try await alone.query("SELECT \(1)")
+        #expect(alone.planRenewals == 0)
+    }
+
     /// A statement run on its generic plan commits on its own, and one that fails leaves no
     /// transaction open behind it; inside a caller's transaction it is part of that transaction.
     @Test func aStatementOnItsGenericPlanIsATransactionOfItsOwn() async throws {

@@ -35,7 +35,7 @@ struct PlanTests {
         let statement = CompletionQuery.query(completions)
         let custom = try await fixture.database.query(PostgresQuery("EXPLAIN " + statement.sql, binds: statement.binds))
             .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
-        // The plan it runs after a few completions: the generic one (remade every `planLifetime`).
+        // The plan it runs: the generic one (remade as the jobs table grows, `PlanRenewal`).
         let generic = try await fixture.database.withConnection { connection in
             try await connection.execute("SET plan_cache_mode = force_generic_plan")
             try await connection.execute("PREPARE plan_complete(int8[], text[], text[], text[], text[], text[], int8[], text[], text[]) AS " + CompletionQuery.sql)
@@ -92,7 +92,7 @@ struct PlanTests {
             try await database.query("UPDATE wa_outbox.jobs SET state = 'queued', finished_at = NULL")
         }
 
-        // The plan the worker's claim runs (generic, remade every `planLifetime`) and one made for
+        // The plan the worker's claim runs (generic, remade as the jobs table grows) and one made for
         // these parameters.
         for mode in ["force_custom_plan", "force_generic_plan"] {
             let plan = try await fixture.database.withConnection { connection in

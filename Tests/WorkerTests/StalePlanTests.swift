@@ -4,12 +4,14 @@ import OutboxStore
 import PostgresClient
 import Testing
 import TestSupport
+@testable import Worker
 
 /// A plan a connection keeps (a prepared statement's generic plan) was made with the tables as they
 /// were then. A worker that starts on an empty queue and then meets a backlog must not go on
 /// running a plan made for an empty table: such plans scanned the jobs once per lane in each
 /// claim, and a completion of 9,941 jobs ran three and a half minutes (`scripts/bench bloat`,
-/// 2026-11-29). Connections now remake their plans every `PostgresConnection.planLifetime`.
+/// 2026-11-29). A worker's connections remake their plans when a claim reports the jobs table
+/// more than four times the size it had when they last did (`PlanRenewal`).
 @Suite("Plans made on an empty queue")
 struct StalePlanTests {
     /// How many sequential scans of `table` this connection has started since its counters were
@@ -39,13 +41,16 @@ struct StalePlanTests {
         try await fixture.database.query("ANALYZE wa_outbox.jobs, wa_outbox.lanes, wa_outbox.sessions")
         // The worker's own connection, as its pool keeps it, starting on a quiet queue: its
         // claims find next to nothing and its completions write one job at a time.
-        let connection = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
+        let plans = PlanGeneration()
+        let connection = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), plans: plans, logger: TestEnvironment.logger)
+        var renewal = PlanRenewal()
         let worker = UUID()
-        func claim(_ limit: Int) async throws -> (jobs: [ClaimedJob], jobScans: Int) {
+        func claim(_ limit: Int) async throws -> (jobs: [ClaimedJob], jobScans: Int, blocks: Int64) {
             let query = ClaimQuery.query(workerID: worker, limit: limit)
             try await flushStatistics(connection)
             return try await connection.withTransaction(startingWith: query, genericPlan: true) { rows, connection in
-                (try ClaimQuery.batch(from: rows).jobs, try await scans(of: "jobs", on: connection))
+                let batch = try ClaimQuery.batch(from: rows)
+                return (batch.jobs, try await scans(of: "jobs", on: connection), batch.jobsTableBlocks)
             }
         }
         // As the worker's writer runs it: in a transaction of its own.
@@ -61,20 +66,37 @@ struct StalePlanTests {
             try await fixture.enqueueTexts(count: 1, sessions: [sessions[round % sessions.count]], chatsPerSession: 1)
             let quiet = try await claim(20)
             #expect(quiet.jobs.count == 1)
+            if renewal.observe(jobsTableBlocks: quiet.blocks) { plans.renew() }
             #expect(try await complete(quiet.jobs).written == 1)
         }
+        let quietRenewals = connection.planRenewals
+        #expect(quietRenewals <= 2, "plans were remade \(quietRenewals) times on a table of a few blocks")
 
-        // A backlog arrives. The plans the quiet rounds made are kept for at most `planLifetime`:
-        // within it a plan may be an empty queue's; after it, none is.
+        // A backlog arrives. The first claim may still run an empty queue's plan; it reports the
+        // table's new size, and nothing after it does.
         try await fixture.enqueueTexts(count: 20_000, sessions: sessions, chatsPerSession: 100)
-        try await Task.sleep(for: PostgresConnection.planLifetime)
+        let first = try await claim(20)
+        #expect(first.jobs.count == 20)
+        let grown = renewal.observe(jobsTableBlocks: first.blocks)
+        #expect(grown, "a table of \(first.blocks) blocks did not renew plans")
+        if grown { plans.renew() }
+        let written = try await complete(first.jobs)
+        #expect(written.written == 20)
+        #expect(written.jobScans == 0, "the completion scanned the jobs table \(written.jobScans) times")
+        #expect(connection.planRenewals == quietRenewals + 1)
         let busy = try await claim(20)
         #expect(busy.jobs.count == 20)
         #expect(busy.jobScans == 0, "the claim scanned the jobs table \(busy.jobScans) times")
-        let written = try await complete(busy.jobs)
-        #expect(written.written == 20)
-        #expect(written.jobScans == 0, "the completion scanned the jobs table \(written.jobScans) times")
         await connection.close()
         await fixture.close()
+    }
+
+    /// Four times the size renews; growth short of it, and a steady size, do not; a table that
+    /// shrank is measured from its new size.
+    @Test func plansAreRenewedWhenTheJobsTableQuadruples() {
+        var renewal = PlanRenewal()
+        let sizes: [Int64] = [0, 3, 12, 13] + Array(repeating: 40, count: 100) + [2, 9]
+        let renewed = sizes.enumerated().filter { renewal.observe(jobsTableBlocks: $0.element) }.map(\.offset)
+        #expect(renewed == [1, 3, 105], "renewed at reports \(renewed)")
     }
 }

@@ -64,6 +64,6 @@ extension ClaimQuery {
                 ) h
                 WHERE l.ready_at <= now() AND h.id = t.id AND h.available_at <= now()
             ),
-            \(takeDue(worker: "$1", token: "$2", scan: "0, 0"))
+            \(takeDue(worker: "$1", token: "$2", scan: "0, 0, 0::int8"))
             """
 }

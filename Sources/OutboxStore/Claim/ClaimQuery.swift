@@ -83,6 +83,9 @@ public enum ClaimQuery {
         /// How many ready lanes that scan returned: fewer than it was asked for means it saw every
         /// ready lane of a runnable session, and a wider scan would find nothing more.
         public var candidateLanes = 0
+        /// The size of `wa_outbox.jobs` in 8 kB blocks when the claim ran (0 for a claim of one
+        /// job): plans made while it was much smaller are stale (`PlanRenewal`).
+        public var jobsTableBlocks: Int64 = 0
     }
 
     /// Takes up to `limit` lanes' heads, or runs where `runs` allows them, `jobs` at most in all
@@ -128,6 +131,7 @@ public enum ClaimQuery {
             let number: Int = try row.decode(at: 28)
             batch.candidateSessions = try row.decode(at: 29)
             batch.candidateLanes = try row.decode(at: 30)
+            batch.jobsTableBlocks = try row.decode(at: 31)
             if let last = batch.jobs.last, last.sessionID == job.sessionID, last.chat == job.chat {} else { batch.lanes += 1 }
             if slot == (job.sessionID, number) {
                 batch.runs[batch.runs.count - 1].append(job)
@@ -227,7 +231,7 @@ public enum ClaimQuery {
                 FROM picked p
                 WHERE p.available_at > now() AND l.session_id = p.session_id AND l.chat = p.chat
             ),
-            \(takeDue(worker: "$3", token: "$4", scan: "(SELECT count(*) FROM candidate_sessions)::int, (SELECT count(*) FROM candidate_lanes)::int"))
+            \(takeDue(worker: "$3", token: "$4", scan: "(SELECT count(*) FROM candidate_sessions)::int, (SELECT count(*) FROM candidate_lanes)::int, (SELECT pg_relation_size('wa_outbox.jobs') / 8192)"))
             """
 
     /// A session `s` whose jobs may be claimed: active, connected (or not asked yet), out of its
@@ -260,7 +264,8 @@ public enum ClaimQuery {
 
     /// What every claim does with the jobs it found (a CTE `due` with a `job_id` column; `worker`
     /// and `token`: the parameters of the claimer's id and of the claim's token; `scan`: the last
-    /// two columns, how many sessions and lanes its candidate scan found): takes those still
+    /// three columns, how many sessions and lanes its candidate scan found and the jobs table's
+    /// size in blocks): takes those still
     /// queued, marks their lanes busy and counts them into their sessions' in-flight, and returns
     /// each with its session's settings.
     static func takeDue(worker: String, token: String, scan: String) -> String { """
