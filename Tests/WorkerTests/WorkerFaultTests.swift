@@ -58,6 +58,42 @@ struct WorkerFaultTests {
         await fixture.close()
     }
 
+    /// A claim whose `COMMIT` fails after its rows arrived (here a deferred check) is rolled back
+    /// whole: the jobs it returned are handed back (fenced, so nothing is undone twice), no
+    /// attempt is spent, and the worker goes on claiming.
+    @Test func aClaimWhoseCommitFailsLeavesItsJobsQueued() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["c"], maxInFlight: 1)
+        try await fixture.enqueueTexts(count: 3, sessions: ["c"], chatsPerSession: 3)
+        // A deferred check that fails the first two commits that claimed a job (a sequence, so
+        // the count survives the rollbacks it causes).
+        try await fixture.database.withConnection { try await $0.execute("""
+            CREATE SEQUENCE public.claims_seen;
+            CREATE FUNCTION public.fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.state = 'running' THEN
+                    IF nextval('public.claims_seen') <= 2 THEN
+                        RAISE EXCEPTION 'injected commit failure';
+                    END IF;
+                END IF;
+                RETURN NULL;
+            END $$;
+            CREATE CONSTRAINT TRIGGER fail_commit AFTER UPDATE ON wa_outbox.jobs
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.fail_commit();
+            """) }
+        let worker = fixture.makeWorker(simulator: try WhatsAppSimulator())
+        let (done, error) = try await runUntil(worker) {
+            try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") == 3
+        }
+        #expect(error == nil)
+        let left = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state <> 'succeeded'")
+        #expect(done, "jobs stuck: \(left) not sent")
+        #expect(try await fixture.count("SELECT last_value FROM public.claims_seen") > 2, "no commit failed")
+        #expect(try await fixture.count("SELECT sum(attempts)::int8 FROM wa_outbox.jobs") == 3, "a failed commit spent an attempt")
+        #expect(try await fixture.count("SELECT in_flight::int8 FROM wa_outbox.sessions") == 0)
+        await fixture.close()
+    }
+
     /// `--exit-when-idle` writes every completion and returns normally even when its check for
     /// pending work fails.
     @Test func exitWhenIdleFinishesCleanlyWhenThePendingCheckFails() async throws {
