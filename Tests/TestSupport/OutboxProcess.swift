@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import Simulator
+import Synchronization
 
 /// A `wa-outbox` subprocess (worker or simulator), its stderr kept in a file for diagnosis.
 public final class OutboxProcess: @unchecked Sendable {
@@ -82,14 +83,23 @@ extension HTTPSimulator {
     }
 }
 
+/// Ports `freePort` has handed out in this test process.
+private let portsHandedOut = Mutex<Set<Int>>([])
+
 extension TestEnvironment {
-    /// A loopback TCP port nothing listens on right now (`servers.sh free-port`).
+    /// A loopback TCP port nothing listens on right now (`servers.sh free-port`), and never one
+    /// handed out before in this process: the kernel may offer a port it just offered again, and
+    /// two servers of one test given the same port failed a CI rehearsal (the worker's admin
+    /// server found its port taken by the API's metrics).
     public static func freePort() async throws -> Int {
-        let output = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
-                                              [repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"]).output
-        guard let port = Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw Missing(description: "servers.sh free-port printed \(output)")
+        for _ in 0..<50 {
+            let output = try await Subprocess.run(URL(fileURLWithPath: "/bin/bash"),
+                                                  [repositoryRoot.appendingPathComponent("scripts/lib/servers.sh").path, "free-port"]).output
+            guard let port = Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw Missing(description: "servers.sh free-port printed \(output)")
+            }
+            if portsHandedOut.withLock({ $0.insert(port).inserted }) { return port }
         }
-        return port
+        throw Missing(description: "servers.sh free-port kept offering ports handed out before")
     }
 }
