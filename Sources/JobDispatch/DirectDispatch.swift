@@ -228,9 +228,11 @@ public final class DirectDispatch: Sendable {
         var pause = Duration.milliseconds(50)
         while true {
             do {
-                let counted = try await database.withConnection { try await CompletionQuery.complete([completion], on: $0, notifyingAfterCommit: true) }
-                completed.signal()
-                return counted.contains(completion.jobID)
+                let written = try await database.withConnection { try await CompletionQuery.write([completion], on: $0, notifyingAfterCommit: true) }
+                // Jobs that waited behind this one (its chat's next, or its session's slot) go to
+                // the workers, which claim again only when told.
+                if written.readiedWork { queued.signal() } else { completed.signal() }
+                return written.counted.contains(completion.jobID)
             } catch {
                 guard ContinuousClock.now + pause < giveUp else {
                     logger.error("a synchronous send's completion could not be written; the rescue hands its job on once this lease lapses",

@@ -79,13 +79,21 @@ extension PostgresConnection {
     /// would take. Inside a transaction the caller opened, it runs as `query(_:)` does.
     @discardableResult
     public nonisolated func queryGenericPlan(_ query: PostgresQuery) async throws -> PostgresRows {
-        if !isReusable { return try await self.query(query) }
+        let pipeline: [PostgresQuery] = [.begin, .genericPlans, query, .commit]
+        // A connection holding as many prepared statements as it may runs it unnamed, as `query`.
+        guard isReusable, await canPrepare(pipeline) else { return try await self.query(query) }
         do {
-            return try await pipeline([.begin, .genericPlans, query, .commit])[2]
+            return try await self.pipeline(pipeline)[2]
         } catch {
             if !isReusable && !isBroken { try? await execute("ROLLBACK") }
             throw error
         }
+    }
+
+    /// Whether every one of `queries` is prepared on this connection or can still be.
+    func canPrepare(_ queries: [PostgresQuery]) -> Bool {
+        let missing = Set(queries.map { StatementKey(sql: $0.sql, types: $0.binds.map(\.type.rawValue)) }).subtracting(preparedStatements.keys)
+        return preparedStatements.count + missing.count <= Self.maxPreparedStatements
     }
 
     /// Leaves pipeline mode; a connection that cannot (results left unread) is of no further use.

@@ -35,8 +35,8 @@ public actor PostgresConnection: PooledConnection {
     private let inTransaction = Atomic<Bool>(false)
     private let logger: Logger
     private let notices: NoticeSink
-    private var preparedStatements: [StatementKey: String] = [:]
-    private static let maxPreparedStatements = 256
+    var preparedStatements: [StatementKey: String] = [:]
+    static let maxPreparedStatements = 256
     /// The generation this connection's plans belong to (its pool's), and the one they were made in.
     private let plans: PlanGeneration?
     private var plansMadeIn: Int

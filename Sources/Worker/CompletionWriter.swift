@@ -35,10 +35,10 @@ final class CompletionWriter: Sendable {
     /// several workers' writes commit together).
     private let notifier: WakeupNotifier
     /// Called after each write, with whether it may have left work claimable (a lane or a
-    /// session's slot free again, `CompletionQuery.Written.readiedWork`).
-    private let written: @Sendable (_ readiedWork: Bool) -> Void
+    /// session's slot free again, `CompletionQuery.Written.readiedWork`) and when it began.
+    private let written: @Sendable (_ readiedWork: Bool, _ began: ContinuousClock.Instant) -> Void
 
-    init(database: PostgresDatabase, coordinator: Coordinator?, window: Duration, logger: Logger, written: @escaping @Sendable (_ readiedWork: Bool) -> Void) {
+    init(database: PostgresDatabase, coordinator: Coordinator?, window: Duration, logger: Logger, written: @escaping @Sendable (_ readiedWork: Bool, _ began: ContinuousClock.Instant) -> Void) {
         self.database = database
         self.coordinator = coordinator
         self.window = window
@@ -118,6 +118,7 @@ final class CompletionWriter: Sendable {
         guard !batch.isEmpty else { return true }
         defer { state.withLockedValue { $0.writing -= 1 } }
         let readiedWork: Bool
+        let began = ContinuousClock.now
         do {
             let result = try await database.withConnection { try await CompletionQuery.write(batch, on: $0, notifyingAfterCommit: true) }
             notifier.signal()
@@ -135,7 +136,7 @@ final class CompletionWriter: Sendable {
             return false
         }
         if let coordinator { await coordinator.release(locks) }
-        written(readiedWork)
+        written(readiedWork, began)
         return true
     }
 }

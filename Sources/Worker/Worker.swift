@@ -42,6 +42,8 @@ public final class Worker: Sendable {
         var stopping = false
         var dispatched = 0
         var reconciled = 0
+        /// When the listener last heard of new jobs.
+        var lastNotification = ContinuousClock.Instant.now - .seconds(3_600)
 
         /// The job as this worker holds it under this claim. After a lease lapsed, its jobs were
         /// handed back and the same worker may have claimed them again: a task still going on from
@@ -74,12 +76,15 @@ public final class Worker: Sendable {
                                      lockHolder: id.lockHolder, landingBound: configuration.requestTimeout + .seconds(5), logger: logger)
         self.lease = LeaseKeeper(id: id, name: configuration.name, lease: configuration.lease, configuration: database.configuration, logger: logger)
         let wakeup = self.wakeup
+        let state = self.state
         let exitWhenIdle = configuration.exitWhenIdle
         // The claim loop goes on after a write only if it may find something: at a few jobs a
-        // second, claiming after every write found nothing every other claim. One told to exit
-        // when idle checks after every write.
-        self.writer = CompletionWriter(database: database, coordinator: coordinator, window: configuration.completionWindow, logger: logger) { readiedWork in
-            if readiedWork || exitWhenIdle { wakeup.signal() }
+        // second, claiming after every write found nothing every other claim. The write's own
+        // snapshot misses a job enqueued while it ran, whose NOTIFY's claim may have found the
+        // session still full or locked by the write: a NOTIFY during the write counts too. One
+        // told to exit when idle checks after every write.
+        self.writer = CompletionWriter(database: database, coordinator: coordinator, window: configuration.completionWindow, logger: logger) { readiedWork, began in
+            if readiedWork || exitWhenIdle || state.withLockedValue({ $0.lastNotification >= began }) { wakeup.signal() }
         }
     }
 
@@ -109,7 +114,12 @@ public final class Worker: Sendable {
         var shutdownStarted = ContinuousClock.now
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
-                group.addTask { for await _ in listener.events() { self.wakeup.signal() } }
+                group.addTask {
+                    for await _ in listener.events() {
+                        self.state.withLockedValue { $0.lastNotification = .now }
+                        self.wakeup.signal()
+                    }
+                }
                 group.addTask {
                     await self.lease.run(inFlight: { let count = self.state.withLockedValue { $0.running.count }; WorkerMetrics.inFlight(count); return count }, locks: { self.heldLocks },
                                          coordinator: self.coordinator, lost: { self.handBackAll(reason: "this worker's lease lapsed; its jobs went to others") })

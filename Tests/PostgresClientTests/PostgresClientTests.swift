@@ -143,6 +143,25 @@ struct PostgresClientTests {
         #expect(connection.planRenewals == 1)
         try await alone.query("SELECT \(1)")
         #expect(alone.planRenewals == 0)
+
+        // A pool's connections share its generation.
+        let database = PostgresDatabase(configuration: PostgresConfiguration(url), maxConnections: 1, logger: TestEnvironment.logger)
+        try await database.query("SELECT \(1)")
+        database.renewPlans()
+        try await database.query("SELECT \(1)")
+        #expect(try await database.withConnection { $0.planRenewals } == 1)
+        await database.close()
+    }
+
+    /// A connection that holds as many prepared statements as it may still runs a statement on its
+    /// generic plan's path (unnamed, as `query` does) instead of failing.
+    @Test func aStatementOnItsGenericPlanRunsOnAConnectionFullOfPreparedStatements() async throws {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        for i in 0..<300 { try await connection.query(PostgresQuery("SELECT \(i) AS distinct_statement", binds: [])) }
+        let rows = try await connection.queryGenericPlan("SELECT \(41) + 1")
+        #expect(try rows[0].decode(Int.self, at: 0) == 42)
+        #expect(connection.isReusable)
     }
 
     /// A statement run on its generic plan commits on its own, and one that fails leaves no
