@@ -79,21 +79,22 @@ extension PostgresConnection {
     /// would take. Inside a transaction the caller opened, it runs as `query(_:)` does.
     @discardableResult
     public nonisolated func queryGenericPlan(_ query: PostgresQuery) async throws -> PostgresRows {
-        let pipeline: [PostgresQuery] = [.begin, .genericPlans, query, .commit]
-        // A connection holding as many prepared statements as it may runs it unnamed, as `query`.
-        guard isReusable, await canPrepare(pipeline) else { return try await self.query(query) }
+        let ownTransaction = isReusable
         do {
-            return try await self.pipeline(pipeline)[2]
+            return try await runGenericPlan(query)
         } catch {
-            if !isReusable && !isBroken { try? await execute("ROLLBACK") }
+            if ownTransaction && !isReusable && !isBroken { try? await execute("ROLLBACK") }
             throw error
         }
     }
 
-    /// Whether every one of `queries` is prepared on this connection or can still be.
-    func canPrepare(_ queries: [PostgresQuery]) -> Bool {
-        let missing = Set(queries.map { StatementKey(sql: $0.sql, types: $0.binds.map(\.type.rawValue)) }).subtracting(preparedStatements.keys)
-        return preparedStatements.count + missing.count <= Self.maxPreparedStatements
+    /// `queryGenericPlan`'s statements, in one call on the connection's thread. A connection inside
+    /// a transaction, or holding as many prepared statements as it may, runs `query` as it is.
+    private func runGenericPlan(_ query: PostgresQuery) throws -> PostgresRows {
+        let statements: [PostgresQuery] = [.begin, .genericPlans, query, .commit]
+        let missing = Set(statements.map(StatementKey.init)).subtracting(preparedStatements.keys)
+        guard isReusable, preparedStatements.count + missing.count <= Self.maxPreparedStatements else { return try self.query(query) }
+        return try pipeline(statements)[2]
     }
 
     /// Leaves pipeline mode; a connection that cannot (results left unread) is of no further use.

@@ -45,6 +45,11 @@ public actor PostgresConnection: PooledConnection {
     struct StatementKey: Hashable {
         var sql: String
         var types: [UInt32]
+
+        init(_ query: PostgresQuery) {
+            sql = query.sql
+            types = query.binds.map(\.type.rawValue)
+        }
     }
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor }
@@ -134,7 +139,7 @@ public actor PostgresConnection: PooledConnection {
     public func query(_ query: PostgresQuery) throws -> PostgresRows {
         let conn = try liveHandle()
         try discardStalePlans(conn)
-        let key = StatementKey(sql: query.sql, types: query.binds.map(\.type.rawValue))
+        let key = StatementKey(query)
         let name = try preparedName(query, conn)
         let result = withParameters(query.binds) { count, values, lengths, formats in
             if let name {
@@ -164,7 +169,7 @@ public actor PostgresConnection: PooledConnection {
     /// The name `query` is prepared under on this connection, preparing it on first use; nil once
     /// `maxPreparedStatements` are prepared (it then runs unnamed).
     func preparedName(_ query: PostgresQuery, _ conn: OpaquePointer) throws -> String? {
-        let key = StatementKey(sql: query.sql, types: query.binds.map(\.type.rawValue))
+        let key = StatementKey(query)
         if let name = preparedStatements[key] { return name }
         guard preparedStatements.count < Self.maxPreparedStatements else { return nil }
         let name = "wa_\(preparedStatements.count)"
