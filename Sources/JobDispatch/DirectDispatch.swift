@@ -81,13 +81,17 @@ public final class DirectDispatch: Sendable {
     /// Enqueues `request` and, in the same transaction, claims its job if it may run now.
     public func enqueue(_ request: EnqueueRequest) async throws(OutboxError) -> Taken {
         let token = UUID()
+        var backendPID: Int32 = 0
         let result: SendResult, batch: ClaimQuery.Batch, verdict: Preflight.Verdict
         do {
-            (result, batch, verdict) = try await database.withConnection { try await self.enqueueAndClaim(request, token: token, on: $0) }
+            (result, batch, verdict) = try await database.withConnection { connection in
+                backendPID = connection.backendPID
+                return try await self.enqueueAndClaim(request, token: token, on: connection)
+            }
         } catch {
             // Unless PostgreSQL refused a statement (then nothing committed), the commit's fate is
             // unknown: a job the claim took goes back through a fenced completion.
-            if (error as? PostgresError)?.kind != .server { Task { await self.handBack(token: token) } }
+            if (error as? PostgresError)?.kind != .server { Task { [backendPID] in await self.handBack(token: token, backendPID: backendPID) } }
             throw Outbox.failure(error)
         }
         guard let job = batch.jobs.first else {
@@ -126,14 +130,17 @@ public final class DirectDispatch: Sendable {
         }
     }
 
-    /// Finds the job a claim with `token` took, if its commit happened after all, and hands it back
-    /// (not sent, no attempt spent). Tries while PostgreSQL cannot be reached, as `write` does.
-    private func handBack(token: UUID) async {
+    /// Finds the job a claim with `token` took, if its commit happened after all (once the claim's
+    /// backend has ended: `ClaimQuery.lostClaim`), and hands it back (not sent, no attempt spent).
+    /// Tries while PostgreSQL cannot be reached, as `write` does.
+    private func handBack(token: UUID, backendPID: Int32) async {
         let giveUp = ContinuousClock.now + leaseDuration * 2
         var pause = Duration.milliseconds(50)
         while true {
             do {
-                guard let jobID = try await database.withConnection({ try await ClaimQuery.claimed(token: token, workerID: id, on: $0) }) else { return }
+                guard let jobID = try await database.withConnection({
+                    try await ClaimQuery.lostClaim(token: token, workerID: id, backendPID: backendPID, on: $0)
+                }).first else { return }
                 _ = await write(Completion(jobID: jobID, claim: token, workerID: id,
                                            outcome: .defer_(after: .zero, code: .engineError, message: "the claim did not complete")))
                 return

@@ -33,6 +33,7 @@ public actor PostgresConnection: PooledConnection {
     private var handle: OpaquePointer?
     private let broken = Atomic<Bool>(false)
     private let inTransaction = Atomic<Bool>(false)
+    private let pid = Atomic<Int32>(0)
     private let logger: Logger
     private let notices: NoticeSink
     var preparedStatements: [StatementKey: String] = [:]
@@ -53,6 +54,9 @@ public actor PostgresConnection: PooledConnection {
     }
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor }
+
+    /// The process id of the server backend serving this connection (0 before it is open).
+    public nonisolated var backendPID: Int32 { pid.load(ordering: .relaxed) }
 
     /// True once the connection has failed at the transport level; it must then be closed.
     public nonisolated var isBroken: Bool { broken.load(ordering: .relaxed) }
@@ -108,6 +112,7 @@ public actor PostgresConnection: PooledConnection {
             guard let context, let result else { return }
             Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue().receive(result)
         }, Unmanaged.passUnretained(notices).toOpaque())
+        pid.store(PQbackendPID(conn), ordering: .relaxed)
         handle = conn
     }
 
@@ -118,7 +123,7 @@ public actor PostgresConnection: PooledConnection {
     }
 
     /// Marks the connection unusable: the pool closes it instead of lending it again.
-    func markBroken() { broken.store(true, ordering: .relaxed) }
+    public nonisolated func markBroken() { broken.store(true, ordering: .relaxed) }
 
     /// Records whether the server holds a transaction block open (`isReusable`).
     func noteTransactionState(_ conn: OpaquePointer) {

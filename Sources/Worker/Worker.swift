@@ -20,7 +20,7 @@ import PostgresClient
 public final class Worker: Sendable {
     public let id: UUID
     public let configuration: WorkerConfiguration
-    private let database: PostgresDatabase
+    let database: PostgresDatabase
     private let listenerConfiguration: PostgresConfiguration
     private let engines: EngineDirectory
     let dispatcher: Dispatcher
@@ -39,6 +39,8 @@ public final class Worker: Sendable {
 
     struct State {
         var running: [Int64: Held] = [:]
+        /// Claims whose answer never came; they may have committed (`recoverLostClaims`).
+        var lostClaims: [LostClaim] = []
         var stopping = false
         var dispatched = 0
         var reconciled = 0
@@ -166,6 +168,10 @@ public final class Worker: Sendable {
         var candidates = CandidateScan()
         var plans = PlanRenewal()
         while !state.withLockedValue({ $0.stopping }) && !Task.isCancelled {
+            if state.withLockedValue({ !$0.lostClaims.isEmpty }), await !recoverLostClaims() {
+                await wakeup.wait(timeout: configuration.pollInterval)
+                continue
+            }
             guard lease.holds else {
                 // Its jobs may be handed to others at any moment: take none until a heartbeat
                 // gets through (the lease keeper logs why).
@@ -220,29 +226,41 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Claims (the `BEGIN` and the claim in one round trip) and checks edits and revokes in one
-    /// transaction, so a failure anywhere leaves the jobs queued. The transaction runs generic
-    /// plans, remade with the tables as they are once the jobs table has grown (`PlanRenewal`): the
-    /// claim's probes fix its shape whatever the parameters (`ClaimQuery`), and PostgreSQL, left to
-    /// choose, planned it anew on every claim; the preflight's lookup is one index probe per edit
-    /// or revoke either way. If the commit's fate is unknown (the connection broke), the jobs are
-    /// handed back through fenced completions, which do nothing if the claim did not commit.
+    /// Claims: `BEGIN`, the claim and `COMMIT` in one round trip, with the generic plans remade
+    /// once the jobs table has grown (`PlanRenewal`): the claim's probes fix its shape whatever
+    /// the parameters (`ClaimQuery`), and PostgreSQL, left to choose, planned it anew on every
+    /// claim. Edits and revokes are then checked (`Preflight`, one index probe each). When a step
+    /// after the commit fails, the jobs are handed back through fenced completions. When the
+    /// connection breaks before the answer, the claim may have committed: it is kept as lost, and
+    /// the claim loop hands back what it took before it claims again (`recoverLostClaims`).
     private func claim(lanes: Int, jobs: Int, sessions: Int, candidates: Int) async throws -> (ClaimQuery.Batch, Preflight.Verdict) {
         var taken: [ClaimedJob] = []
+        let token = UUID()
         do {
-            let claim = ClaimQuery.query(workerID: id, limit: lanes, runs: runLimit, jobs: jobs, sessions: sessions, candidates: candidates)
+            let claim = ClaimQuery.query(workerID: id, token: token, limit: lanes, runs: runLimit, jobs: jobs, sessions: sessions, candidates: candidates)
             let (batch, verdict) = try await database.withConnection { connection in
-                try await connection.withTransaction(startingWith: claim, genericPlan: true) { rows, connection in
-                    let batch = try ClaimQuery.batch(from: rows)
-                    taken = batch.jobs
-                    try configuration.afterClaim?()
-                    return (batch, try await Preflight.check(batch.jobs, on: connection))
+                let rows: PostgresRows
+                do {
+                    rows = try await connection.queryGenericPlan(claim)
+                    if configuration.loseClaimAnswer?() == true {
+                        connection.markBroken()
+                        throw PostgresError(kind: .connection, message: "the claim's answer was lost (injected)")
+                    }
+                } catch where connection.isBroken {
+                    throw LostClaim(token: token, backendPID: connection.backendPID, underlying: error)
                 }
+                let batch = try ClaimQuery.batch(from: rows)
+                taken = batch.jobs
+                try configuration.afterClaim?()
+                return (batch, try await Preflight.check(batch.jobs, on: connection))
             }
             state.withLockedValue { state in
                 for job in batch.jobs { state.running[job.id] = Held(job: job) }
             }
             return (batch, verdict)
+        } catch let lost as LostClaim {
+            state.withLockedValue { $0.lostClaims.append(lost) }
+            throw lost.underlying
         } catch {
             for job in taken {
                 writer.add(Completion(jobID: job.id, claim: job.claim, workerID: id,

@@ -37,6 +37,9 @@ public struct WorkerConfiguration: Sendable {
     public var startPatience: Duration = .seconds(60)
     /// Fault injection for tests: called between the claim and what follows it.
     var afterClaim: (@Sendable () throws -> Void)?
+    /// Fault injection for tests: true drops a claim's answer after its commit, as a connection
+    /// broken at that moment would.
+    var loseClaimAnswer: (@Sendable () -> Bool)?
     /// Fault injection for tests: called before `--exit-when-idle` asks whether work is pending.
     var beforePendingCheck: (@Sendable () throws -> Void)?
 

@@ -58,6 +58,30 @@ struct WorkerFaultTests {
         await fixture.close()
     }
 
+    /// A claim whose answer is lost after its commit (the connection breaking as the answer comes)
+    /// is found by its token once its backend has ended, and what it took goes back to the queue
+    /// before the worker claims again: nothing stays running under the worker's live lease, no
+    /// attempt is spent, nothing is sent twice.
+    @Test func aClaimWhoseAnswerIsLostGoesBackByItsToken() async throws {
+        let fixture = try await Fixture.make()
+        try await fixture.addSessions(["l1", "l2"], maxInFlight: 1)
+        try await fixture.enqueueTexts(count: 6, sessions: ["l1", "l2"], chatsPerSession: 3)
+        let losses = Counter(1)
+        let simulator = try WhatsAppSimulator()
+        let worker = fixture.makeWorker(simulator: simulator) { $0.loseClaimAnswer = { losses.take() } }
+        let (done, error) = try await runUntil(worker) {
+            try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'succeeded'") == 6
+        }
+        #expect(error == nil)
+        let stuck = try await fixture.count("SELECT count(*) FROM wa_outbox.jobs WHERE state = 'running'")
+        #expect(done, "jobs stuck: \(stuck) running")
+        #expect(!losses.take(), "no answer was lost")
+        #expect(try await fixture.count("SELECT sum(attempts)::int8 FROM wa_outbox.jobs") == 6, "the lost claim spent an attempt")
+        #expect(try await fixture.count("SELECT sum(in_flight)::int8 FROM wa_outbox.sessions") == 0)
+        #expect(simulator.stats.delivered == 6 && simulator.stats.deliveredTwice == 0)
+        await fixture.close()
+    }
+
     /// A claim whose `COMMIT` fails after its rows arrived (here a deferred check) is rolled back
     /// whole: the jobs it returned are handed back (fenced, so nothing is undone twice), no
     /// attempt is spent, and the worker goes on claiming.

@@ -21,18 +21,9 @@ extension ClaimQuery {
     /// ready lane (of all sessions, or of this one), thousands under a backlog.
     ///
     /// `token` is the claim's: the caller picks it, so that if the commit's fate is unknown it can
-    /// find the job by it (`claimed(token:workerID:on:)`).
+    /// find the job by it (`lostClaim(token:workerID:backendPID:on:)`).
     public static func claimEnqueued(workerID: UUID, token: UUID) -> PostgresQuery {
         PostgresQuery(enqueuedSQL, binds: [workerID.postgresBind, token.postgresBind])
-    }
-
-    /// The job a claim with `token` took, if it committed and the job still runs under `workerID`.
-    /// Running jobs are found through their busy lanes (`lanes_running`), never by scanning jobs.
-    public static func claimed(token: UUID, workerID: UUID, on connection: PostgresConnection) async throws -> Int64? {
-        try await connection.query("""
-            SELECT j.id FROM wa_outbox.lanes l JOIN wa_outbox.jobs j ON j.id = l.running_job
-            WHERE l.busy AND j.worker_id = \(workerID) AND j.claim_token = \(token)
-            """).first.map { try $0.decode(Int64.self, at: 0) }
     }
 
     /// $1: the claimer's id (its lease in `wa_outbox.workers`), $2: the claim's token.

@@ -97,16 +97,16 @@ public enum ClaimQuery {
         try batch(from: try await connection.query(query(workerID: workerID, limit: limit, runs: runs, jobs: jobs, sessions: sessions, candidates: candidates)))
     }
 
-    /// The claim's statement with its parameters (`claim` runs it; a worker sends it with its
-    /// transaction's `BEGIN`, one round trip).
-    public static func query(workerID: UUID, limit: Int, runs: RunLimit = .single, jobs: Int? = nil, sessions: Int? = nil,
-                             candidates: Int? = nil) -> PostgresQuery {
+    /// The claim's statement with its parameters (`claim` runs it; a worker sends it between
+    /// `BEGIN` and `COMMIT`, one round trip). `token`: the claim's own, so a completion written for
+    /// an earlier claim of the same job, even one rolled back, never counts for this one, and a
+    /// claim whose answer is lost can be found (`lostClaim`).
+    public static func query(workerID: UUID, token: UUID = UUID(), limit: Int, runs: RunLimit = .single, jobs: Int? = nil,
+                             sessions: Int? = nil, candidates: Int? = nil) -> PostgresQuery {
         let jobs = jobs ?? limit * runs.length
         let candidates = candidates ?? 4 * max(1, sessions ?? limit)
-        // A token of this claim's own: a completion written for an earlier claim of the same job,
-        // even one that was rolled back, never counts for this one.
         return PostgresQuery(sql, binds: [candidates.postgresBind, limit.postgresBind, workerID.postgresBind,
-                                          UUID().postgresBind, runs.length.postgresBind,
+                                          token.postgresBind, runs.length.postgresBind,
                                           runs.pacedByDefault.postgresBind, runs.defaultBurst.postgresBind,
                                           jobs.postgresBind])
     }

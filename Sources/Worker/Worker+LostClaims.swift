@@ -1,0 +1,42 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import OutboxCore
+import OutboxStore
+import PostgresClient
+
+/// A claim whose connection broke before its answer came: it may have committed (its `COMMIT`
+/// went in the same round trip), and only its token names what it took.
+struct LostClaim: Error {
+    var token: UUID
+    /// The server backend that ran it, ended before the search (`ClaimQuery.lostClaim`).
+    var backendPID: Int32
+    var underlying: any Error
+}
+
+extension Worker {
+    /// Hands back the jobs of every lost claim that committed after all: not sent, no attempt
+    /// spent. False while one cannot be settled yet (PostgreSQL unreachable, or the claim's
+    /// backend still running): the claim loop then waits and tries again, claiming nothing
+    /// meanwhile. A worker stopped before it succeeds leaves them to the rescue once its lease lapses.
+    func recoverLostClaims() async -> Bool {
+        for lost in state.withLockedValue({ $0.lostClaims }) {
+            do {
+                let jobs = try await database.withConnection {
+                    try await ClaimQuery.lostClaim(token: lost.token, workerID: id, backendPID: lost.backendPID, on: $0)
+                }
+                for job in jobs {
+                    writer.add(Completion(jobID: job, claim: lost.token, workerID: id,
+                                          outcome: .defer_(after: .zero, code: .engineError, message: "the claim's answer was lost")), releasing: nil)
+                }
+                state.withLockedValue { $0.lostClaims.removeAll { $0.token == lost.token } }
+                logger.warning("a claim's answer was lost; what it took goes back to the queue",
+                               metadata: ["jobs": "\(jobs.count)", "error": "\(lost.underlying)"])
+            } catch {
+                logger.warning("a claim whose answer was lost cannot be settled yet; will retry", metadata: ["error": "\(error)"])
+                return false
+            }
+        }
+        return true
+    }
+}
