@@ -9,7 +9,8 @@ import PostgresClient
 /// went in the same round trip), and only its token names what it took.
 struct LostClaim: Error {
     var token: UUID
-    /// The server backend that ran it, ended before the search (`ClaimQuery.lostClaim`).
+    /// The server backend that ran it, ended before the search (`ClaimQuery.lostClaim`); 0 for a
+    /// claim known to have committed whose rows could not be read.
     var backendPID: Int32
     var underlying: any Error
 }

@@ -249,7 +249,13 @@ public final class Worker: Sendable {
                 } catch where connection.isBroken {
                     throw LostClaim(token: token, backendPID: connection.backendPID, underlying: error)
                 }
-                let batch = try ClaimQuery.batch(from: rows)
+                let batch: ClaimQuery.Batch
+                do {
+                    batch = try ClaimQuery.batch(from: rows)
+                } catch {
+                    // Committed, but the jobs cannot be read: found by the token instead (no backend to end).
+                    throw LostClaim(token: token, backendPID: 0, underlying: error)
+                }
                 taken = batch.jobs
                 try configuration.afterClaim?()
                 return (batch, try await Preflight.check(batch.jobs, on: connection))
