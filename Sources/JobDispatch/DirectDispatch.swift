@@ -81,17 +81,22 @@ public final class DirectDispatch: Sendable {
     /// Enqueues `request` and, in the same transaction, claims its job if it may run now.
     public func enqueue(_ request: EnqueueRequest) async throws(OutboxError) -> Taken {
         let token = UUID()
-        var backendPID: Int32 = 0
+        var backend = PostgresBackend.none
         let result: SendResult, batch: ClaimQuery.Batch, verdict: Preflight.Verdict
         do {
             (result, batch, verdict) = try await database.withConnection { connection in
-                backendPID = connection.backendPID
-                return try await self.enqueueAndClaim(request, token: token, on: connection)
+                do {
+                    return try await self.enqueueAndClaim(request, token: token, on: connection)
+                } catch {
+                    // Only a broken connection's backend may still be running the claim.
+                    if connection.isBroken { backend = connection.backend }
+                    throw error
+                }
             }
         } catch {
             // Unless PostgreSQL refused a statement (then nothing committed), the commit's fate is
             // unknown: a job the claim took goes back through a fenced completion.
-            if (error as? PostgresError)?.kind != .server { Task { [backendPID] in await self.handBack(token: token, backendPID: backendPID) } }
+            if (error as? PostgresError)?.kind != .server { Task { [backend] in await self.handBack(token: token, backend: backend) } }
             throw Outbox.failure(error)
         }
         guard let job = batch.jobs.first else {
@@ -133,13 +138,13 @@ public final class DirectDispatch: Sendable {
     /// Finds the job a claim with `token` took, if its commit happened after all (once the claim's
     /// backend has ended: `ClaimQuery.lostClaim`), and hands it back (not sent, no attempt spent).
     /// Tries while PostgreSQL cannot be reached, as `write` does.
-    private func handBack(token: UUID, backendPID: Int32) async {
+    private func handBack(token: UUID, backend: PostgresBackend) async {
         let giveUp = ContinuousClock.now + leaseDuration * 2
         var pause = Duration.milliseconds(50)
         while true {
             do {
                 guard let jobID = try await database.withConnection({
-                    try await ClaimQuery.lostClaim(token: token, workerID: id, backendPID: backendPID, on: $0)
+                    try await ClaimQuery.lostClaim(token: token, workerID: id, backend: backend, on: $0)
                 }).first else { return }
                 _ = await write(Completion(jobID: jobID, claim: token, workerID: id,
                                            outcome: .defer_(after: .zero, code: .engineError, message: "the claim did not complete")))

@@ -34,6 +34,7 @@ public actor PostgresConnection: PooledConnection {
     private let broken = Atomic<Bool>(false)
     private let inTransaction = Atomic<Bool>(false)
     private let pid = Atomic<Int32>(0)
+    private let started = Atomic<Int64>(0)
     private let logger: Logger
     private let notices: NoticeSink
     var preparedStatements: [StatementKey: String] = [:]
@@ -55,8 +56,12 @@ public actor PostgresConnection: PooledConnection {
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor }
 
-    /// The process id of the server backend serving this connection (0 before it is open).
-    public nonisolated var backendPID: Int32 { pid.load(ordering: .relaxed) }
+    /// The server backend serving this connection, as the server names it (asked at connect, since
+    /// behind PgBouncer libpq's `PQbackendPID` is PgBouncer's own number): its process id and its
+    /// `backend_start` in microseconds since 1970, which a reused process id does not share.
+    public nonisolated var backend: PostgresBackend {
+        PostgresBackend(pid: pid.load(ordering: .relaxed), startedMicroseconds: started.load(ordering: .relaxed))
+    }
 
     /// True once the connection has failed at the transport level; it must then be closed.
     public nonisolated var isBroken: Bool { broken.load(ordering: .relaxed) }
@@ -112,8 +117,13 @@ public actor PostgresConnection: PooledConnection {
             guard let context, let result else { return }
             Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue().receive(result)
         }, Unmanaged.passUnretained(notices).toOpaque())
-        pid.store(PQbackendPID(conn), ordering: .relaxed)
         handle = conn
+        let identity = try self.query(PostgresQuery(
+            "SELECT pg_backend_pid(), (extract(epoch FROM a.backend_start) * 1000000)::int8 FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()"))
+        if let row = identity.first {
+            pid.store(try row.decode(Int32.self, at: 0), ordering: .relaxed)
+            started.store(try row.decode(Int64.self, at: 1), ordering: .relaxed)
+        }
     }
 
     /// Closes the connection and stops its thread.

@@ -10,8 +10,8 @@ import PostgresClient
 
 /// One worker process's dispatch loop.
 ///
-/// It claims batches of ready jobs (waking on NOTIFY, polling as a fallback) and checks edits and
-/// revokes in the claim's own transaction, dispatches each job through `Dispatcher`, and hands its
+/// It claims batches of ready jobs (waking on NOTIFY, polling as a fallback), checks edits and
+/// revokes against their windows, dispatches each job through `Dispatcher`, and hands its
 /// result to the `CompletionWriter`, fenced by worker id and attempt. The `LeaseKeeper` renews the
 /// lease on its own connection; the maintenance services (rescue, prune, vacuum, session health,
 /// receipts, gauges) run beside the loop. `shutdown()` — or cancellation, or a failing sibling
@@ -128,6 +128,7 @@ public final class Worker: Sendable {
                 }
                 for service in services() { group.addTask { await service.run(logger: self.logger) } }
                 await claimLoop(&group)
+                await settleLostClaimsAtShutdown()
                 shutdownStarted = ContinuousClock.now
                 await waitForDispatches(until: shutdownStarted + configuration.gracePeriod * 3 / 4)
                 listener.stop()
@@ -247,14 +248,14 @@ public final class Worker: Sendable {
                         throw PostgresError(kind: .connection, message: "the claim's answer was lost (injected)")
                     }
                 } catch where connection.isBroken {
-                    throw LostClaim(token: token, backendPID: connection.backendPID, underlying: error)
+                    throw LostClaim(token: token, backend: connection.backend, underlying: error)
                 }
                 let batch: ClaimQuery.Batch
                 do {
                     batch = try ClaimQuery.batch(from: rows)
                 } catch {
                     // Committed, but the jobs cannot be read: found by the token instead (no backend to end).
-                    throw LostClaim(token: token, backendPID: 0, underlying: error)
+                    throw LostClaim(token: token, backend: .none, underlying: error)
                 }
                 taken = batch.jobs
                 try configuration.afterClaim?()

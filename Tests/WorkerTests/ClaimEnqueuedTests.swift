@@ -37,8 +37,8 @@ struct ClaimEnqueuedTests {
         let first = EnqueueRequest(org: "org1", session: "s1", kind: .send, payload: Self.text(1, "one"), idempotencyKey: "k1")
         let (sent, claimed) = try await Self.enqueueAndClaim(first, worker: worker, token: token, on: fixture.database)
         #expect(claimed.map(\.id) == [Int64(sent.outboxId)!] && claimed.first?.claim == token)
-        #expect(try await fixture.database.withConnection { try await ClaimQuery.lostClaim(token: token, workerID: worker, backendPID: 0, on: $0) } == [Int64(sent.outboxId)!])
-        #expect(try await fixture.database.withConnection { try await ClaimQuery.lostClaim(token: UUID(), workerID: worker, backendPID: 0, on: $0) }.isEmpty)
+        #expect(try await fixture.database.withConnection { try await ClaimQuery.lostClaim(token: token, workerID: worker, backend: .none, on: $0) } == [Int64(sent.outboxId)!])
+        #expect(try await fixture.database.withConnection { try await ClaimQuery.lostClaim(token: UUID(), workerID: worker, backend: .none, on: $0) }.isEmpty)
 
         // The same key again: replayed, nothing claimed (the job is running already).
         let (replayed, none) = try await Self.enqueueAndClaim(first, worker: worker, token: UUID(), on: fixture.database)

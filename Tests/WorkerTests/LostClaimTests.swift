@@ -29,7 +29,7 @@ struct LostClaimTests {
         #expect(taken.jobs.count == 12)
 
         let found = try await fixture.database.withConnection {
-            try await ClaimQuery.lostClaim(token: token, workerID: worker, backendPID: claimer.backendPID, on: $0)
+            try await ClaimQuery.lostClaim(token: token, workerID: worker, backend: claimer.backend, on: $0)
         }
         #expect(found.isEmpty)
         await #expect(throws: PostgresError.self) { try await claimer.execute("COMMIT") }
@@ -37,6 +37,21 @@ struct LostClaimTests {
         #expect(try await fixture.count("SELECT count(*) FROM wa_outbox.lanes WHERE busy") == 0)
         #expect(try await fixture.count("SELECT sum(in_flight)::int8 FROM wa_outbox.sessions") == 0)
         await claimer.close()
+        await fixture.close()
+    }
+
+    /// A backend is named by its process id and start time: a process that reused the id (here,
+    /// the same process named with another start) is left alone; the one named is ended.
+    @Test func onlyTheNamedBackendIsEnded() async throws {
+        let fixture = try await Fixture.make()
+        let bystander = try await PostgresConnection.connect(PostgresConfiguration(fixture.url), logger: TestEnvironment.logger)
+        #expect(try await bystander.query("SELECT pg_backend_pid()").first?.decode(Int32.self, at: 0) == bystander.backend.pid)
+        let reused = PostgresBackend(pid: bystander.backend.pid, startedMicroseconds: bystander.backend.startedMicroseconds - 1)
+        _ = try await fixture.database.withConnection { try await ClaimQuery.lostClaim(token: UUID(), workerID: UUID(), backend: reused, on: $0) }
+        #expect(try await bystander.query("SELECT 1").count == 1)
+        _ = try await fixture.database.withConnection { try await ClaimQuery.lostClaim(token: UUID(), workerID: UUID(), backend: bystander.backend, on: $0) }
+        await #expect(throws: PostgresError.self) { try await bystander.query("SELECT 1") }
+        await bystander.close()
         await fixture.close()
     }
 
@@ -49,11 +64,11 @@ struct LostClaimTests {
         #expect(taken.jobs.count == 12 && taken.lanes == 4)
 
         let found = try await fixture.database.withConnection {
-            try await ClaimQuery.lostClaim(token: token, workerID: worker, backendPID: claimer.backendPID, on: $0)
+            try await ClaimQuery.lostClaim(token: token, workerID: worker, backend: claimer.backend, on: $0)
         }
         #expect(Set(found) == Set(taken.jobs.map(\.id)) && found.count == 12)
         #expect(try await fixture.database.withConnection {
-            try await ClaimQuery.lostClaim(token: UUID(), workerID: worker, backendPID: 0, on: $0)
+            try await ClaimQuery.lostClaim(token: UUID(), workerID: worker, backend: .none, on: $0)
         }.isEmpty)
         await claimer.close()
         await fixture.close()
