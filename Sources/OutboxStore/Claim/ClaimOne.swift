@@ -21,7 +21,7 @@ extension ClaimQuery {
     /// ready lane (of all sessions, or of this one), thousands under a backlog.
     ///
     /// `token` is the claim's: the caller picks it, so that if the commit's fate is unknown it can
-    /// find the job by it (`lostClaim(token:workerID:backendPID:on:)`).
+    /// find the job by it (`lostClaim(token:workerID:backend:on:)`).
     public static func claimEnqueued(workerID: UUID, token: UUID) -> PostgresQuery {
         PostgresQuery(enqueuedSQL, binds: [workerID.postgresBind, token.postgresBind])
     }
