@@ -61,19 +61,6 @@ extension PostgresConnection {
         return rows
     }
 
-    /// `withTransaction` whose first statement goes with its `BEGIN`, in one round trip; `body`
-    /// gets that statement's rows. With `genericPlan`, the transaction's statements run their
-    /// generic plan (`.genericPlans`), sent in the same round trip. A failure anywhere rolls the
-    /// transaction back.
-    public nonisolated func withTransaction<T: Sendable>(
-        startingWith first: PostgresQuery, genericPlan: Bool = false, _ body: (PostgresRows, PostgresConnection) async throws -> T
-    ) async throws -> T {
-        try await endingTransaction {
-            let rows = try await pipeline(genericPlan ? [.begin, .genericPlans, first] : [.begin, first])
-            return try await body(rows[rows.count - 1], self)
-        }
-    }
-
     /// Runs `query` in a transaction of its own that runs its generic plan (`.genericPlans`): the
     /// `BEGIN`, the statement and the `COMMIT` in one round trip, as one autocommit statement
     /// would take. Inside a transaction the caller opened, it runs as `query(_:)` does.
